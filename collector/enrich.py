@@ -1,0 +1,163 @@
+"""Server-side fields added to each accepted event, and the published raw row."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+import orjson
+
+from collector.models import SCHEMA_VERSION
+
+# Column order of the published row; schemas/book_media_events.json lists the same columns.
+ROW_COLUMNS = (
+    "event_id",
+    "event_name",
+    "occurred_at",
+    "sent_at",
+    "received_at",
+    "occurred_at_corrected",
+    "user_id",
+    "anonymous_id",
+    "session_id",
+    "content",
+    "context",
+    "properties",
+    "key_id",
+    "client_ip",
+    "user_agent",
+    "is_bot",
+    "schema_version",
+)
+
+_BOT_PATTERN = re.compile(
+    r"bot\b|bot/|crawl|spider|slurp|facebookexternalhit|bingpreview|mediapartners-google"
+    r"|headlesschrome|lighthouse|pingdom|uptimerobot|ahrefs|semrush|yandex",
+    re.IGNORECASE,
+)
+
+
+@lru_cache(maxsize=4096)
+def is_bot(user_agent: str | None) -> bool:
+    """Flag well-known crawlers, monitors and headless browsers by their User-Agent."""
+    return bool(user_agent) and _BOT_PATTERN.search(user_agent) is not None  # type: ignore[arg-type]
+
+
+@lru_cache(maxsize=65536)
+def truncate_ip(address: str, mode: str) -> str | None:
+    """Return the client address as stored: IPv4 to /24 and IPv6 to /48 in ``truncate`` mode."""
+    if mode == "none":
+        return None
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return None
+    if mode == "full":
+        return str(ip)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    prefix = 24 if ip.version == 4 else 48
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
+
+
+def client_address(forwarded_for: str | None, peer: str | None, trusted_hops: int) -> str | None:
+    """Pick the client address from X-Forwarded-For, counting ``trusted_hops`` from the right.
+
+    Google's external Application Load Balancer appends ``<client>,<balancer>`` to whatever
+    the client sent, so behind it the client is the second entry from the right
+    (``trusted_hops=2``). Entries further left were written by the client and are ignored.
+    With ``trusted_hops=0``, or a header with fewer entries, the TCP peer address is used.
+    """
+    if trusted_hops <= 0 or not forwarded_for:
+        return peer
+    entries = forwarded_for.split(",")
+    if len(entries) < trusted_hops:
+        return peer
+    return entries[-trusted_hops].strip() or peer
+
+
+@dataclass(slots=True, frozen=True)
+class RequestContext:
+    """What the server knows about the request, shared by all of its events."""
+
+    received_at: datetime
+    key_id: str
+    client_ip: str | None
+    user_agent: str | None
+    is_bot: bool
+
+
+class TimeRangeError(ValueError):
+    """The corrected event time is too far in the future or the past."""
+
+
+def _timestamp(value: datetime) -> str:
+    # BigQuery TIMESTAMP text form, always UTC with microseconds: 2026-12-04T10:00:00.000000Z
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def build_row(
+    event: Any,
+    batch_sent_at: datetime | None,
+    request: RequestContext,
+    max_future: timedelta,
+    max_past: timedelta,
+) -> dict[str, Any]:
+    """Return the raw row for one validated event.
+
+    Raises TimeRangeError when the skew-corrected time is more than ``max_future`` ahead of
+    or ``max_past`` behind the server clock.
+    """
+    sent_at = event.sent_at or batch_sent_at
+    received_at = request.received_at
+    if sent_at is not None:
+        corrected = received_at - (sent_at - event.occurred_at)
+    else:
+        corrected = event.occurred_at
+    if corrected - received_at > max_future:
+        raise TimeRangeError(
+            f"occurred_at is more than {int(max_future.total_seconds())} seconds in the future "
+            "after clock-skew correction"
+        )
+    if received_at - corrected > max_past:
+        raise TimeRangeError(f"occurred_at is more than {max_past.days} days in the past")
+
+    content = event.content
+    context = event.context
+    return {
+        "event_id": str(event.event_id),
+        "event_name": event.event_name,
+        "occurred_at": _timestamp(event.occurred_at),
+        "sent_at": _timestamp(sent_at) if sent_at is not None else None,
+        "received_at": _timestamp(received_at),
+        "occurred_at_corrected": _timestamp(corrected),
+        "user_id": event.user_id,
+        "anonymous_id": event.anonymous_id,
+        "session_id": event.session_id,
+        "content": content.model_dump() if content is not None else None,
+        "context": context.model_dump() if context is not None else None,
+        "properties": _properties(event),
+        "key_id": request.key_id,
+        "client_ip": request.client_ip,
+        "user_agent": request.user_agent,
+        "is_bot": request.is_bot,
+        "schema_version": SCHEMA_VERSION,
+    }
+
+
+def _properties(event: Any) -> dict[str, Any]:
+    values = event.properties.model_dump(exclude_none=True)
+    amount = values.get("amount")
+    if amount is not None:
+        # Exact decimal as a string, so no float rounding happens on the way to NUMERIC.
+        values["amount"] = format(amount, "f")
+    return values
+
+
+def encode_row(row: dict[str, Any]) -> bytes:
+    """Serialize a row as one compact JSON object (no NaN or Infinity can occur)."""
+    return orjson.dumps(row)

@@ -1,0 +1,216 @@
+"""Turn a request body into validated events and per-event rejections.
+
+The hot path validates the whole body with one pydantic ``validate_json`` call. Only when
+that fails does the slow path parse the body with orjson and validate each event on its own,
+so that valid events are still accepted and every rejection names its field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from collector.models import EVENT_ADAPTER, EVENT_MODELS, Event, Timestamp
+
+# Longest piece of client input that an error message repeats.
+MAX_ECHO = 64
+
+
+class BodyError(Exception):
+    """The body as a whole is unusable; ``status`` is the HTTP status to return."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _Batch(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    sent_at: Timestamp | None = None
+    key: Annotated[str, Field(max_length=256)] | None = None
+    events: list[Event]
+
+
+_LIST_ADAPTER: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
+_BATCH_ADAPTER: TypeAdapter[_Batch] = TypeAdapter(_Batch)
+
+
+@dataclass(slots=True)
+class Rejection:
+    """One rejected event: its position in the request and its field errors."""
+
+    index: int
+    event_id: str | None
+    errors: list[dict[str, str]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "event_id": self.event_id, "errors": self.errors}
+
+
+@dataclass(slots=True)
+class ParsedBody:
+    """Valid events with their request positions, rejections, and the batch's own fields."""
+
+    events: list[tuple[int, Any]] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    batch_sent_at: Any = None
+    batch_key: str | None = None
+    count: int = 0
+
+
+def parse_body(body: bytes, max_events: int, max_event_bytes: int) -> ParsedBody:
+    """Validate ``body`` as one event, a JSON array of events or a batch object.
+
+    Raises BodyError for a body that is not JSON, has the wrong shape, has no events or has
+    too many. Field errors of single events are returned as rejections, not raised.
+    """
+    start = _first_byte(body)
+    if len(body) > max_event_bytes:
+        # A large array or batch takes the slow path, which measures every event.
+        if start == 0x7B and b'"events"' not in body:
+            raise BodyError(413, f"the event is larger than {max_event_bytes} bytes")
+        return _parse_slow(body, max_events, max_event_bytes)
+    if start == 0x5B:  # "["
+        try:
+            events = _LIST_ADAPTER.validate_json(body)
+        except ValidationError:
+            return _parse_slow(body, max_events, max_event_bytes)
+        if not events:
+            raise BodyError(400, "the request contains no events")
+        if len(events) > max_events:
+            raise _too_many(len(events), max_events)
+        return ParsedBody(events=list(enumerate(events)), count=len(events))
+    if start == 0x7B:  # "{"
+        try:
+            if b'"events"' in body:
+                batch = _BATCH_ADAPTER.validate_json(body)
+            else:
+                event = EVENT_ADAPTER.validate_json(body)
+                return ParsedBody(events=[(0, event)], count=1)
+        except ValidationError:
+            return _parse_slow(body, max_events, max_event_bytes)
+        if not batch.events:
+            raise BodyError(400, "the batch contains no events")
+        if len(batch.events) > max_events:
+            raise _too_many(len(batch.events), max_events)
+        return ParsedBody(
+            events=list(enumerate(batch.events)),
+            batch_sent_at=batch.sent_at,
+            batch_key=batch.key,
+            count=len(batch.events),
+        )
+    return _parse_slow(body, max_events, max_event_bytes)
+
+
+def _first_byte(body: bytes) -> int:
+    for byte in body[:64]:
+        if byte not in b" \t\r\n":
+            return byte
+    return -1
+
+
+def _too_many(count: int, limit: int) -> BodyError:
+    return BodyError(413, f"the request contains {count} events; the maximum is {limit}")
+
+
+def _parse_slow(body: bytes, max_events: int, max_event_bytes: int) -> ParsedBody:
+    if not body.strip():
+        raise BodyError(400, "the request body is empty")
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BodyError(400, f"the body is not valid JSON: {exc}") from None
+
+    parsed = ParsedBody()
+    if isinstance(document, list):
+        items = document
+    elif isinstance(document, dict) and "events" in document:
+        items = document["events"]
+        if not isinstance(items, list):
+            raise BodyError(400, "events: must be a JSON array of event objects")
+        _check_batch_fields(document, parsed)
+    elif isinstance(document, dict):
+        items = [document]
+    else:
+        kind = type(document).__name__ if document is not None else "null"
+        raise BodyError(
+            400, f"the body must be an event object, an array of events or a batch, not {kind}"
+        )
+    if not items:
+        raise BodyError(400, "the request contains no events")
+    if len(items) > max_events:
+        raise _too_many(len(items), max_events)
+    parsed.count = len(items)
+
+    for index, item in enumerate(items):
+        event_id = _event_id_of(item)
+        if not isinstance(item, dict):
+            parsed.rejected.append(
+                Rejection(index, None, [{"field": "", "message": "an event must be a JSON object"}])
+            )
+            continue
+        raw = orjson.dumps(item)
+        if len(raw) > max_event_bytes:
+            message = f"the event is {len(raw)} bytes; the maximum is {max_event_bytes}"
+            parsed.rejected.append(Rejection(index, event_id, [{"field": "", "message": message}]))
+            continue
+        try:
+            parsed.events.append((index, EVENT_ADAPTER.validate_json(raw)))
+        except ValidationError as exc:
+            parsed.rejected.append(Rejection(index, event_id, format_errors(exc)))
+    return parsed
+
+
+def _check_batch_fields(document: dict[str, Any], parsed: ParsedBody) -> None:
+    unknown = sorted(set(document) - {"sent_at", "key", "events"})
+    if unknown:
+        raise BodyError(400, f"{_echo(unknown[0])}: unknown batch field")
+    try:
+        batch = _BATCH_ADAPTER.validate_json(orjson.dumps({**document, "events": []}))
+    except ValidationError as exc:
+        first = format_errors(exc)[0]
+        raise BodyError(400, f"{first['field']}: {first['message']}") from None
+    parsed.batch_sent_at = batch.sent_at
+    parsed.batch_key = batch.key
+
+
+def _event_id_of(item: object) -> str | None:
+    if isinstance(item, dict):
+        value = item.get("event_id")
+        if isinstance(value, str):
+            return _echo(value)
+    return None
+
+
+def _echo(value: object) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= MAX_ECHO else text[: MAX_ECHO - 3] + "..."
+
+
+def format_errors(exc: ValidationError) -> list[dict[str, str]]:
+    """Turn pydantic errors into ``{"field": "dotted.path", "message": ...}`` entries.
+
+    The discriminator tag that pydantic puts first in each location is dropped, and
+    messages never include the input value, so secrets and payloads are not echoed.
+    """
+    result = []
+    for error in exc.errors(include_url=False, include_input=False):
+        location = [str(part) for part in error["loc"]]
+        if location and location[0] in EVENT_MODELS:
+            location = location[1:]
+        context = error.get("ctx") or {}
+        extra_field = context.get("field")
+        if isinstance(extra_field, str):
+            location.append(extra_field)
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif error["type"] == "missing":
+            message = "field required"
+        result.append({"field": ".".join(location), "message": message})
+    return result

@@ -1,0 +1,286 @@
+"""Client event models: the shared envelope and the eleven event kinds.
+
+The models are strict: JSON strings are not coerced to numbers, unknown keys are rejected,
+and timestamps must carry a UTC offset. One discriminated union on ``event_name`` picks the
+model, so each event is validated once, straight from the request bytes.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any, ClassVar, Literal, Self
+from uuid import UUID
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+SCHEMA_VERSION = "1"
+
+EVENT_NAMES = (
+    "session_start",
+    "session_end",
+    "book_opened",
+    "page_turned",
+    "audio_played",
+    "audio_paused",
+    "video_played",
+    "video_paused",
+    "chapter_completed",
+    "purchase",
+)
+
+Id128 = Annotated[str, Field(min_length=1, max_length=128)]
+ShortText = Annotated[str, Field(max_length=512)]
+UrlText = Annotated[str, Field(max_length=2048)]
+Timestamp = AwareDatetime
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class Content(_Strict):
+    """The book, audiobook or video an event is about."""
+
+    content_id: Id128
+    content_type: Literal["book", "audio", "video"]
+    title: ShortText | None = None
+    author: ShortText | None = None
+    genre: Annotated[str, Field(max_length=128)] | None = None
+    duration_seconds: NonNegative | None = None
+    page_count: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+
+
+class Context(_Strict):
+    """Where the event happened, as the client reports it."""
+
+    page_url: UrlText | None = None
+    referrer: UrlText | None = None
+    locale: Annotated[str, Field(max_length=35)] | None = None
+    timezone: Annotated[str, Field(max_length=64)] | None = None
+    platform: Literal["web", "ios", "android"] | None = None
+    app_version: Annotated[str, Field(max_length=64)] | None = None
+    user_agent: Annotated[str, Field(max_length=1024)] | None = None
+
+
+class NoProperties(_Strict):
+    """Properties of an event that defines none: any key is rejected."""
+
+
+class SessionEndProperties(_Strict):
+    duration_seconds: NonNegative
+
+
+class BookOpenedProperties(_Strict):
+    format: Literal["epub", "pdf", "web"] | None = None
+    resume_page: Annotated[int, Field(ge=1)] | None = None
+
+
+class PageTurnedProperties(_Strict):
+    page_number: Annotated[int, Field(ge=1)]
+    page_count: Annotated[int, Field(ge=1)]
+    direction: Literal["forward", "backward"] | None = None
+    seconds_on_page: NonNegative | None = None
+
+    @model_validator(mode="after")
+    def _page_within_count(self) -> Self:
+        if self.page_number > self.page_count:
+            raise PydanticCustomError(
+                "page_range", "page_number must be <= page_count", {"field": "page_number"}
+            )
+        return self
+
+
+class AudioProperties(_Strict):
+    position_seconds: NonNegative
+    duration_seconds: Positive
+    playback_rate: Annotated[float, Field(ge=0.25, le=4, allow_inf_nan=False)] | None = None
+
+
+class VideoProperties(AudioProperties):
+    quality: Annotated[str, Field(max_length=32)] | None = None
+
+
+class ChapterCompletedProperties(_Strict):
+    chapter_index: Annotated[int, Field(ge=1)]
+    chapter_count: Annotated[int, Field(ge=1)]
+
+    @model_validator(mode="after")
+    def _index_within_count(self) -> Self:
+        if self.chapter_index > self.chapter_count:
+            raise PydanticCustomError(
+                "chapter_range", "chapter_index must be <= chapter_count", {"field": "chapter_index"}
+            )
+        return self
+
+
+# NUMERIC in BigQuery holds 29 integer and 9 fractional digits.
+Amount = Annotated[
+    Decimal,
+    Field(ge=0, max_digits=38, decimal_places=9, allow_inf_nan=False, strict=False),
+]
+
+
+class PurchaseProperties(_Strict):
+    order_id: Id128
+    product_type: Literal["subscription", "book", "audiobook"]
+    amount: Amount
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+    plan: Annotated[str, Field(max_length=128)] | None = None
+
+
+class _Envelope(_Strict):
+    """Fields every event carries. Subclasses fix ``event_name``, content and properties."""
+
+    # Content types an event kind accepts; None means content is optional and of any type.
+    content_types: ClassVar[frozenset[str] | None] = None
+    content_required: ClassVar[bool] = False
+    session_required: ClassVar[bool] = True
+
+    event_id: UUID
+    event_name: str
+    occurred_at: Timestamp
+    sent_at: Timestamp | None = None
+    user_id: Id128 | None = None
+    anonymous_id: Id128 | None = None
+    session_id: Id128 | None = None
+    content: Content | None = None
+    context: Context | None = None
+
+    @model_validator(mode="after")
+    def _check_envelope(self) -> Self:
+        if self.user_id is None and self.anonymous_id is None:
+            raise PydanticCustomError(
+                "missing_identity", "user_id or anonymous_id is required", {"field": "user_id"}
+            )
+        if self.session_id is None and self.session_required:
+            raise PydanticCustomError(
+                "missing_session", "session_id is required", {"field": "session_id"}
+            )
+        if self.content is None:
+            if self.content_required:
+                raise PydanticCustomError(
+                    "missing_content", "content is required", {"field": "content"}
+                )
+        elif self.content_types is not None and self.content.content_type not in self.content_types:
+            allowed = " or ".join(sorted(self.content_types))
+            raise PydanticCustomError(
+                "content_type",
+                "content_type must be {allowed} for {event_name}",
+                {"field": "content.content_type", "allowed": allowed, "event_name": self.event_name},
+            )
+        return self
+
+
+class SessionStart(_Envelope):
+    event_name: Literal["session_start"]
+    properties: NoProperties = NoProperties()
+
+
+class SessionEnd(_Envelope):
+    event_name: Literal["session_end"]
+    properties: SessionEndProperties
+
+
+class BookOpened(_Envelope):
+    content_types = frozenset({"book"})
+    content_required = True
+    event_name: Literal["book_opened"]
+    properties: BookOpenedProperties = BookOpenedProperties()
+
+
+class PageTurned(_Envelope):
+    content_types = frozenset({"book"})
+    content_required = True
+    event_name: Literal["page_turned"]
+    properties: PageTurnedProperties
+
+
+class AudioPlayed(_Envelope):
+    content_types = frozenset({"audio"})
+    content_required = True
+    event_name: Literal["audio_played"]
+    properties: AudioProperties
+
+
+class AudioPaused(AudioPlayed):
+    event_name: Literal["audio_paused"]  # type: ignore[assignment]
+
+
+class VideoPlayed(_Envelope):
+    content_types = frozenset({"video"})
+    content_required = True
+    event_name: Literal["video_played"]
+    properties: VideoProperties
+
+
+class VideoPaused(VideoPlayed):
+    event_name: Literal["video_paused"]  # type: ignore[assignment]
+
+
+class ChapterCompleted(_Envelope):
+    content_types = frozenset({"book", "audio"})
+    content_required = True
+    event_name: Literal["chapter_completed"]
+    properties: ChapterCompletedProperties
+
+
+class Purchase(_Envelope):
+    session_required = False
+    event_name: Literal["purchase"]
+    properties: PurchaseProperties
+
+
+EVENT_MODELS: dict[str, type[_Envelope]] = {
+    "session_start": SessionStart,
+    "session_end": SessionEnd,
+    "book_opened": BookOpened,
+    "page_turned": PageTurned,
+    "audio_played": AudioPlayed,
+    "audio_paused": AudioPaused,
+    "video_played": VideoPlayed,
+    "video_paused": VideoPaused,
+    "chapter_completed": ChapterCompleted,
+    "purchase": Purchase,
+}
+
+
+def _event_tag(value: Any) -> str | None:
+    if isinstance(value, dict):
+        name = value.get("event_name")
+    else:
+        name = getattr(value, "event_name", None)
+    return name if isinstance(name, str) and name in EVENT_MODELS else None
+
+
+Event = Annotated[
+    Annotated[SessionStart, Tag("session_start")]
+    | Annotated[SessionEnd, Tag("session_end")]
+    | Annotated[BookOpened, Tag("book_opened")]
+    | Annotated[PageTurned, Tag("page_turned")]
+    | Annotated[AudioPlayed, Tag("audio_played")]
+    | Annotated[AudioPaused, Tag("audio_paused")]
+    | Annotated[VideoPlayed, Tag("video_played")]
+    | Annotated[VideoPaused, Tag("video_paused")]
+    | Annotated[ChapterCompleted, Tag("chapter_completed")]
+    | Annotated[Purchase, Tag("purchase")],
+    Discriminator(
+        _event_tag,
+        custom_error_type="invalid_event_name",
+        custom_error_message="event_name must be one of: " + ", ".join(EVENT_NAMES),
+        custom_error_context={"field": "event_name"},
+    ),
+]
+
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
