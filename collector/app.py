@@ -73,10 +73,8 @@ class CollectorApp:
 
 
 def _make_limiter(settings: Settings, keys: KeyStore, metrics: Metrics) -> Any:
-    try:
-        from collector.ratelimit import RateLimiter
-    except ImportError:  # pragma: no cover - the module ships with the package
-        return None
+    from collector.ratelimit import RateLimiter
+
     return RateLimiter(settings, keys, metrics)
 
 

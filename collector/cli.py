@@ -49,7 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--key", required=True, help="API key (sent in X-API-Key)")
     send.add_argument("--batch-size", type=int, default=200, help="events per request")
     send.add_argument("--concurrency", type=int, default=4, help="requests in flight")
-    send.add_argument("--retries", type=int, default=5, help="retries on 429, 503 or network errors")
+    send.add_argument(
+        "--retries", type=int, default=5, help="retries on 429, 503 or network errors"
+    )
     send.add_argument("--quiet", action="store_true", help="no progress bar")
     send.set_defaults(run=_send)
 
@@ -59,8 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--id", required=True, help="key id, shown in logs instead of the key")
     create.add_argument("--kind", choices=["browser", "server"], default="browser")
     create.add_argument(
-        "--origin", action="append", default=[], help="allowed origin (repeatable), e.g. "
-        "https://www.example.com or https://*.example.com"
+        "--origin",
+        action="append",
+        default=[],
+        help="allowed origin (repeatable), e.g. https://www.example.com or https://*.example.com",
     )
     create.add_argument("--rate-limit", help="events allowed per window, e.g. 1200/minute")
     create.add_argument("--event", action="append", help="allowed event name (repeatable)")

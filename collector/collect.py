@@ -257,7 +257,9 @@ class CollectHandler:
             parsed = parse_body(body, settings.max_events_per_request, settings.max_event_bytes)
         except BodyError as exc:
             if entry is None:
-                raise Refusal(401, "API key missing: send X-API-Key or ?key=", "missing_key") from None
+                raise Refusal(
+                    401, "API key missing: send X-API-Key or ?key=", "missing_key"
+                ) from None
             raise Refusal(exc.status, exc.message, "bad_body") from None
 
         if entry is None:
@@ -301,7 +303,9 @@ class CollectHandler:
         rejected = parsed.rejected
         for index, event in parsed.events:
             try:
-                row = build_row(event, parsed.batch_sent_at, request, self.max_future, self.max_past)
+                row = build_row(
+                    event, parsed.batch_sent_at, request, self.max_future, self.max_past
+                )
                 data = encode_row(row)
             except TimeRangeError as exc:
                 rejected.append(_rejection(index, event, "occurred_at", str(exc)))
@@ -342,10 +346,9 @@ class CollectHandler:
             )
         origin_text = origin.decode("latin-1") if origin is not None else None
         if not entry.allows_origin(origin_text):
+            shown = (origin_text or "")[:100]
             raise Refusal(
-                403,
-                f"origin {origin_text[:100] if origin_text else ''} is not allowed for key {entry.id}",
-                "origin_not_allowed",
+                403, f"origin {shown} is not allowed for key {entry.id}", "origin_not_allowed"
             )
         return entry
 

@@ -56,6 +56,18 @@ class KeyEntry(BaseModel):
                 )
         return [origin.lower().rstrip("/") for origin in origins]
 
+    @field_validator("rate_limit")
+    @classmethod
+    def _check_rate_limit(cls, value: str | None) -> str | None:
+        if value is not None:
+            from limits import parse
+
+            try:
+                parse(value)
+            except ValueError:
+                raise ValueError("rate_limit must look like 1200/minute") from None
+        return value
+
     @field_validator("events")
     @classmethod
     def _check_events(cls, events: list[str] | None) -> list[str] | None:
@@ -128,7 +140,9 @@ class KeyStore:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"])
-            raise KeysFileError(f"invalid keys file {path}: entry {where}: {first['msg']}") from None
+            raise KeysFileError(
+                f"invalid keys file {path}: entry {where}: {first['msg']}"
+            ) from None
 
     def authenticate(self, key: str) -> KeyEntry | None:
         digest = hash_key(key)

@@ -1,4 +1,4 @@
-"""JSON-lines logging: one object per record with ``severity`` and ``message``, as Cloud Logging reads."""
+"""JSON-lines logging: one object per record with `severity` and `message` for Cloud Logging."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         for name, value in record.__dict__.items():
-            if name not in _STANDARD_ATTRIBUTES and name not in _DROPPED and not name[0] == "_":
+            if name not in _STANDARD_ATTRIBUTES and name not in _DROPPED and name[0] != "_":
                 entry[name] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)

@@ -57,7 +57,9 @@ class Metrics:
             registry=self.registry,
         )
         self.sink_ready = Gauge(
-            "collector_sink_ready", "1 while the sink confirms writes, else 0.", registry=self.registry
+            "collector_sink_ready",
+            "1 while the sink confirms writes, else 0.",
+            registry=self.registry,
         )
         self.rate_limit_storage_up = Gauge(
             "collector_rate_limit_storage_up",

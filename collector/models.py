@@ -120,7 +120,9 @@ class ChapterCompletedProperties(_Strict):
     def _index_within_count(self) -> Self:
         if self.chapter_index > self.chapter_count:
             raise PydanticCustomError(
-                "chapter_range", "chapter_index must be <= chapter_count", {"field": "chapter_index"}
+                "chapter_range",
+                "chapter_index must be <= chapter_count",
+                {"field": "chapter_index"},
             )
         return self
 
@@ -178,7 +180,11 @@ class _Envelope(_Strict):
             raise PydanticCustomError(
                 "content_type",
                 "content_type must be {allowed} for {event_name}",
-                {"field": "content.content_type", "allowed": allowed, "event_name": self.event_name},
+                {
+                    "field": "content.content_type",
+                    "allowed": allowed,
+                    "event_name": self.event_name,
+                },
             )
         return self
 

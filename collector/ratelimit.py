@@ -9,6 +9,10 @@ When Redis fails the limiter fails open by default (``COLLECTOR_RATE_LIMIT_FAIL_
 requests are let through, the outage is logged once, the ``collector_rate_limit_storage_up``
 gauge drops to 0, and Redis is tried again after a short pause, so limits resume without a
 restart. With fail-closed, requests get 503 during the outage instead.
+
+Windows are fixed (one counter per window, one storage round trip per limit). A refused
+request still counts against its window, so a client that keeps sending past its limit
+stays limited until the window resets.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ import time
 from typing import TYPE_CHECKING
 
 from limits import RateLimitItem, parse
-from limits.aio.storage import MemoryStorage, Storage, storage_from_string
+from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter
+from limits.storage import storage_from_string
 
 from collector.collect import Refusal
 
@@ -33,7 +38,6 @@ log = logging.getLogger("collector.ratelimit")
 
 # After a storage error, Redis is not asked again for this many seconds.
 STORAGE_RETRY_SECONDS = 1.0
-DEFAULT_KEY_LIMIT = "60000/minute"
 
 
 class RateLimiter:
@@ -46,8 +50,10 @@ class RateLimiter:
         self.storage = _make_storage(settings.rate_limit_storage)
         self.strategy = FixedWindowRateLimiter(self.storage)
         self.ip_limit = parse(settings.ip_rate_limit)
+        self.default_key_limit = parse(settings.key_rate_limit)
         self.key_limits: dict[str, RateLimitItem] = {
-            entry.id: parse(entry.rate_limit or DEFAULT_KEY_LIMIT) for entry in keys.entries
+            entry.id: parse(entry.rate_limit) if entry.rate_limit else self.default_key_limit
+            for entry in keys.entries
         }
         self._storage_down_since: float | None = None
         self._next_attempt = 0.0
@@ -74,7 +80,7 @@ class RateLimiter:
         """
         if self._storage_down_since is not None and time.monotonic() < self._next_attempt:
             return self._storage_unavailable()
-        key_limit = self.key_limits.get(entry.id) or parse(DEFAULT_KEY_LIMIT)
+        key_limit = self.key_limits.get(entry.id, self.default_key_limit)
         try:
             if not await self.strategy.hit(key_limit, "key", entry.id, cost=cost):
                 await self._refuse(key_limit, ("key", entry.id), "key", cost)

@@ -14,14 +14,30 @@ BIGQUERY_SCHEMA_FILE = "book_media_events.json"
 
 # Columns a BigQuery subscription with write_metadata fills in; null in rows from bq load.
 METADATA_COLUMNS = [
-    {"name": "subscription_name", "type": "STRING", "mode": "NULLABLE",
-     "description": "Pub/Sub subscription that wrote the row."},
-    {"name": "message_id", "type": "STRING", "mode": "NULLABLE",
-     "description": "Pub/Sub message id."},
-    {"name": "publish_time", "type": "TIMESTAMP", "mode": "NULLABLE",
-     "description": "When Pub/Sub accepted the message."},
-    {"name": "attributes", "type": "JSON", "mode": "NULLABLE",
-     "description": "Pub/Sub message attributes (event_name, schema_version)."},
+    {
+        "name": "subscription_name",
+        "type": "STRING",
+        "mode": "NULLABLE",
+        "description": "Pub/Sub subscription that wrote the row.",
+    },
+    {
+        "name": "message_id",
+        "type": "STRING",
+        "mode": "NULLABLE",
+        "description": "Pub/Sub message id.",
+    },
+    {
+        "name": "publish_time",
+        "type": "TIMESTAMP",
+        "mode": "NULLABLE",
+        "description": "When Pub/Sub accepted the message.",
+    },
+    {
+        "name": "attributes",
+        "type": "JSON",
+        "mode": "NULLABLE",
+        "description": "Pub/Sub message attributes (event_name, schema_version).",
+    },
 ]
 
 _FIELD_TYPES: dict[str, tuple[str, str, str]] = {
@@ -68,13 +84,25 @@ def bigquery_schema() -> list[dict[str, Any]]:
     columns = []
     for name in ROW_COLUMNS:
         if name == "content":
-            columns.append({"name": name, "type": "RECORD", "mode": "NULLABLE",
-                            "description": "The book, audiobook or video.",
-                            "fields": _record_fields(Content)})
+            columns.append(
+                {
+                    "name": name,
+                    "type": "RECORD",
+                    "mode": "NULLABLE",
+                    "description": "The book, audiobook or video.",
+                    "fields": _record_fields(Content),
+                }
+            )
         elif name == "context":
-            columns.append({"name": name, "type": "RECORD", "mode": "NULLABLE",
-                            "description": "Page and device context from the client.",
-                            "fields": _record_fields(Context)})
+            columns.append(
+                {
+                    "name": name,
+                    "type": "RECORD",
+                    "mode": "NULLABLE",
+                    "description": "Page and device context from the client.",
+                    "fields": _record_fields(Context),
+                }
+            )
         else:
             bigquery_type, mode, description = _FIELD_TYPES[name]
             columns.append(

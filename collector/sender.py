@@ -6,8 +6,8 @@ import asyncio
 import random
 import sys
 import time
-from datetime import UTC, datetime
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -75,11 +75,11 @@ async def _send_all(
         while not queue.empty():
             batch = queue.get_nowait()
             body = orjson.dumps({"sent_at": _now(), "events": batch})
-            await _post(client, body, len(batch), headers, retries, result)
+            await _post(client, url, body, len(batch), headers, retries, result)
             if progress:
                 _draw(result, total, started)
 
-    async with httpx.AsyncClient(base_url=url, timeout=30.0) as client:
+    async with httpx.AsyncClient(timeout=30.0) as client:
         await asyncio.gather(*(worker(client) for _ in range(max(1, concurrency))))
     if progress:
         _draw(result, total, started)
@@ -89,6 +89,7 @@ async def _send_all(
 
 async def _post(
     client: httpx.AsyncClient,
+    url: str,
     body: bytes,
     count: int,
     headers: dict[str, str],
@@ -98,7 +99,7 @@ async def _post(
     for attempt in range(retries + 1):
         result.requests += 1
         try:
-            response = await client.post("", content=body, headers=headers)
+            response = await client.post(url, content=body, headers=headers)
         except httpx.TransportError:
             status, wait = 0, None
         else:

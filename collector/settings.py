@@ -6,10 +6,12 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-TOPIC_PATTERN = re.compile(r"^projects/[a-z][a-z0-9\-]{4,28}[a-z0-9]/topics/[A-Za-z][\w\-.~+%]{2,254}$")
+TOPIC_PATTERN = re.compile(
+    r"^projects/[a-z][a-z0-9\-]{4,28}[a-z0-9]/topics/[A-Za-z][\w\-.~+%]{2,254}$"
+)
 
 
 class Settings(BaseSettings):
@@ -20,7 +22,10 @@ class Settings(BaseSettings):
     )
 
     host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
+    # Cloud Run sets PORT; COLLECTOR_PORT wins when both are set.
+    port: int = Field(
+        default=8080, ge=0, le=65535, validation_alias=AliasChoices("COLLECTOR_PORT", "PORT")
+    )
     data_dir: Path = Path("data")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -53,11 +58,18 @@ class Settings(BaseSettings):
 
     rate_limit_storage: str = "memory://"
     rate_limit_fail_open: bool = True
-    ip_rate_limit: str = "6000/minute"
+    # Per client address, in events; shared NAT and proxies put many readers behind one.
+    ip_rate_limit: str = "30000/minute"
+    # Per API key, in events, for keys whose entry sets no rate_limit.
+    key_rate_limit: str = "60000/minute"
     trusted_proxy_hops: int = Field(default=0, ge=0, le=10)
     ip_truncation: Literal["truncate", "full", "none"] = "truncate"
     privacy_signals_drop: bool = False
     cors_max_age: int = Field(default=7200, ge=0)
+
+    # Warehouse runner on BigQuery (collector warehouse run --target bigquery).
+    bigquery_project: str | None = None
+    bigquery_location: str = "US"
 
     @field_validator("pubsub_topic", "pubsub_invalid_topic")
     @classmethod
@@ -71,6 +83,17 @@ class Settings(BaseSettings):
     def _check_storage(cls, value: str) -> str:
         if not value.startswith(("memory://", "redis://", "rediss://", "redis+sentinel://")):
             raise ValueError("must be memory:// or a redis:// URL")
+        return value
+
+    @field_validator("ip_rate_limit", "key_rate_limit")
+    @classmethod
+    def _check_limit(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError("must look like 30000/minute or 500/second") from None
         return value
 
     @model_validator(mode="after")
@@ -95,7 +118,12 @@ def load_settings(**overrides: object) -> Settings:
         lines = []
         for error in exc.errors():
             name = ".".join(str(part) for part in error["loc"])
-            variable = f"COLLECTOR_{name.upper()}" if name else "settings"
+            if not name:
+                variable = "settings"
+            elif name.isupper():
+                variable = name  # already an environment variable name (an alias)
+            else:
+                variable = f"COLLECTOR_{name.upper()}"
             message = error["msg"].removeprefix("Value error, ")
             shown = "" if name in _SECRET_FIELDS else f" (got {_short(error.get('input'))})"
             lines.append(f"{variable}: {message}{shown}")
