@@ -364,7 +364,8 @@ class CollectHandler:
         self.inflight += count
         self.metrics.inflight_events.inc(count)
         try:
-            await asyncio.wait_for(self.sink.publish(messages), self.settings.sink_confirm_timeout)
+            async with asyncio.timeout(self.settings.sink_confirm_timeout):
+                await self.sink.publish(messages)
         except TimeoutError:
             self.metrics.sink_errors.labels("timeout").inc()
             raise Refusal(

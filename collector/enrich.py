@@ -95,9 +95,9 @@ class TimeRangeError(ValueError):
     """The corrected event time is too far in the future or the past."""
 
 
-def _timestamp(value: datetime) -> str:
-    # BigQuery TIMESTAMP text form, always UTC with microseconds: 2026-12-04T10:00:00.000000Z
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def _utc(value: datetime) -> datetime:
+    offset = value.utcoffset()
+    return value if not offset else value.astimezone(UTC)
 
 
 def build_row(
@@ -107,17 +107,18 @@ def build_row(
     max_future: timedelta,
     max_past: timedelta,
 ) -> dict[str, Any]:
-    """Return the raw row for one validated event.
+    """Return the raw row for one validated event, with datetimes still as objects.
 
     Raises TimeRangeError when the skew-corrected time is more than ``max_future`` ahead of
     or ``max_past`` behind the server clock.
     """
     sent_at = event.sent_at or batch_sent_at
     received_at = request.received_at
+    occurred_at = event.occurred_at
     if sent_at is not None:
-        corrected = received_at - (sent_at - event.occurred_at)
+        corrected = received_at - (sent_at - occurred_at)
     else:
-        corrected = event.occurred_at
+        corrected = occurred_at
     if corrected - received_at > max_future:
         raise TimeRangeError(
             f"occurred_at is more than {int(max_future.total_seconds())} seconds in the future "
@@ -126,38 +127,31 @@ def build_row(
     if received_at - corrected > max_past:
         raise TimeRangeError(f"occurred_at is more than {max_past.days} days in the past")
 
-    content = event.content
-    context = event.context
-    return {
-        "event_id": str(event.event_id),
-        "event_name": event.event_name,
-        "occurred_at": _timestamp(event.occurred_at),
-        "sent_at": _timestamp(sent_at) if sent_at is not None else None,
-        "received_at": _timestamp(received_at),
-        "occurred_at_corrected": _timestamp(corrected),
-        "user_id": event.user_id,
-        "anonymous_id": event.anonymous_id,
-        "session_id": event.session_id,
-        "content": content.model_dump() if content is not None else None,
-        "context": context.model_dump() if context is not None else None,
-        "properties": _properties(event),
-        "key_id": request.key_id,
-        "client_ip": request.client_ip,
-        "user_agent": request.user_agent,
-        "is_bot": request.is_bot,
-        "schema_version": SCHEMA_VERSION,
-    }
-
-
-def _properties(event: Any) -> dict[str, Any]:
-    values = event.properties.model_dump(exclude_none=True)
-    amount = values.get("amount")
+    row = event.model_dump()
+    properties = row["properties"]
+    for name in [name for name, value in properties.items() if value is None]:
+        del properties[name]
+    amount = properties.get("amount")
     if amount is not None:
         # Exact decimal as a string, so no float rounding happens on the way to NUMERIC.
-        values["amount"] = format(amount, "f")
-    return values
+        properties["amount"] = format(amount, "f")
+    row["occurred_at"] = _utc(occurred_at)
+    row["sent_at"] = _utc(sent_at) if sent_at is not None else None
+    row["received_at"] = received_at
+    row["occurred_at_corrected"] = _utc(corrected)
+    row["key_id"] = request.key_id
+    row["client_ip"] = request.client_ip
+    row["user_agent"] = request.user_agent
+    row["is_bot"] = request.is_bot
+    row["schema_version"] = SCHEMA_VERSION
+    return row
 
 
 def encode_row(row: dict[str, Any]) -> bytes:
-    """Serialize a row as one compact JSON object (no NaN or Infinity can occur)."""
-    return orjson.dumps(row)
+    """Serialize a row as one compact JSON object.
+
+    Timestamps are UTC in RFC 3339 form with a ``Z`` (microseconds only when non-zero), the
+    text form BigQuery TIMESTAMP columns take; UUIDs become their canonical string. No NaN or
+    Infinity can occur because the models reject them.
+    """
+    return orjson.dumps(row, option=orjson.OPT_UTC_Z)

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from collector.models import EVENT_ADAPTER, EVENT_MODELS, Event, Timestamp
+from collector.models import EVENT_ADAPTER, EVENT_MODELS, EVENT_NAMES, Event, Timestamp
 
 # Longest piece of client input that an error message repeats.
 MAX_ECHO = 64
@@ -208,7 +208,10 @@ def format_errors(exc: ValidationError) -> list[dict[str, str]]:
         if isinstance(extra_field, str):
             location.append(extra_field)
         message = error["msg"]
-        if error["type"] == "extra_forbidden":
+        if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            location = ["event_name"]
+            message = "event_name must be one of: " + ", ".join(EVENT_NAMES)
+        elif error["type"] == "extra_forbidden":
             message = "unknown field"
         elif error["type"] == "missing":
             message = "field required"

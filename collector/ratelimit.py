@@ -23,9 +23,11 @@ import time
 from typing import TYPE_CHECKING
 
 from limits import RateLimitItem, parse
-from limits.aio.storage import MemoryStorage, Storage
+from limits.aio.storage import Storage
 from limits.aio.strategies import FixedWindowRateLimiter
+from limits.storage import MemoryStorage as SyncMemoryStorage
 from limits.storage import storage_from_string
+from limits.strategies import FixedWindowRateLimiter as SyncFixedWindow
 
 from collector.collect import Refusal
 
@@ -47,8 +49,13 @@ class RateLimiter:
         self.settings = settings
         self.metrics = metrics
         self.fail_open = settings.rate_limit_fail_open
-        self.storage = _make_storage(settings.rate_limit_storage)
-        self.strategy = FixedWindowRateLimiter(self.storage)
+        # In memory, the synchronous strategy avoids an await and a lock per request.
+        self.local: SyncFixedWindow | None = None
+        self.strategy: FixedWindowRateLimiter | None = None
+        if settings.rate_limit_storage.startswith("memory://"):
+            self.local = SyncFixedWindow(SyncMemoryStorage())
+        else:
+            self.strategy = FixedWindowRateLimiter(_make_storage(settings.rate_limit_storage))
         self.ip_limit = parse(settings.ip_rate_limit)
         self.default_key_limit = parse(settings.key_rate_limit)
         self.key_limits: dict[str, RateLimitItem] = {
@@ -81,13 +88,26 @@ class RateLimiter:
         if self._storage_down_since is not None and time.monotonic() < self._next_attempt:
             return self._storage_unavailable()
         key_limit = self.key_limits.get(entry.id, self.default_key_limit)
+        local = self.local
+        if local is not None:
+            if not local.hit(key_limit, "key", entry.id, cost=cost):
+                self._refuse(
+                    key_limit, local.get_window_stats(key_limit, "key", entry.id), "key", cost
+                )
+            if address is not None and not local.hit(self.ip_limit, "ip", address, cost=cost):
+                stats = local.get_window_stats(self.ip_limit, "ip", address)
+                self._refuse(self.ip_limit, stats, "ip", cost)
+            return []
+        assert self.strategy is not None
         try:
             if not await self.strategy.hit(key_limit, "key", entry.id, cost=cost):
-                await self._refuse(key_limit, ("key", entry.id), "key", cost)
+                stats = await self.strategy.get_window_stats(key_limit, "key", entry.id)
+                self._refuse(key_limit, stats, "key", cost)
             if address is not None and not await self.strategy.hit(
                 self.ip_limit, "ip", address, cost=cost
             ):
-                await self._refuse(self.ip_limit, ("ip", address), "ip", cost)
+                stats = await self.strategy.get_window_stats(self.ip_limit, "ip", address)
+                self._refuse(self.ip_limit, stats, "ip", cost)
         except Refusal:
             raise
         except Exception as exc:  # noqa: BLE001 - any storage client error means the same
@@ -99,10 +119,10 @@ class RateLimiter:
             self.metrics.rate_limit_storage_up.set(1)
         return []
 
-    async def _refuse(
-        self, limit: RateLimitItem, identifiers: tuple[str, str], scope: str, cost: int
+    def _refuse(
+        self, limit: RateLimitItem, stats: tuple[float, int], scope: str, cost: int
     ) -> None:
-        reset_at, remaining = await self.strategy.get_window_stats(limit, *identifiers)
+        reset_at, remaining = stats
         retry_after = max(1, math.ceil(reset_at - time.time()))
         self.metrics.rate_limited.labels(scope).inc()
         window = limit.get_expiry()
@@ -144,8 +164,6 @@ class RateLimiter:
 
 
 def _make_storage(url: str) -> Storage:
-    if url.startswith("memory://"):
-        return MemoryStorage()
     return storage_from_string(
         "async+" + url,
         implementation="redispy",

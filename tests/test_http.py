@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import gzip
-from pathlib import Path
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
