@@ -72,8 +72,8 @@ def column_chart(
 ) -> str:
     """Return an SVG chart of grouped vertical bars: one group per category.
 
-    ``colors`` maps series names to fill colours, so that several charts can colour the
-    same series alike; series it does not name take palette colours in order.
+    ``colors`` maps series names to fill colours, so that several charts colour the same
+    series alike. Series that it does not name take palette colours in order.
     """
     colors = _colors(list(series), colors)
     ticks = nice_ticks(max((v for values in series.values() for v in values), default=0))

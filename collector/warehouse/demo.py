@@ -1,9 +1,10 @@
 """``collector demo``: the whole path on this machine, from tracker events to the report.
 
-Steps: generate sample client events, start ``collector serve`` as a child process on a
-free loopback port with a fresh data folder, post the events with ``collector send``'s
-sender, stop the server, load its files into DuckDB, build staging and marts, and write
-the HTML report. The server is stopped in every case, errors and Ctrl-C included.
+It generates sample client events and starts ``collector serve`` as a child process on a
+free loopback port with a fresh data folder. It posts the events with the sender of
+``collector send`` and stops the server. Then it loads the server's files into DuckDB,
+builds staging and marts, and writes the HTML report. The server is stopped in every case,
+errors and Ctrl-C included.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class DemoError(Exception):
 
 @dataclass(frozen=True)
 class DemoResult:
-    """Where the demo wrote its files, and what each step did."""
+    """The demo's output files and the totals of each step."""
 
     folder: Path
     events_file: Path
@@ -75,7 +76,9 @@ def run_demo(
     events_file.write_bytes(b"".join(line + b"\n" for line in lines))
 
     port = port or free_port()
-    with CollectorProcess(data_dir, port, folder / "collector.log") as server:
+    # The oldest sample events are ``days`` old when sent; the collector's limit must allow it.
+    limits = {"COLLECTOR_MAX_PAST_DAYS": str(days + 1)}
+    with CollectorProcess(data_dir, port, folder / "collector.log", limits) as server:
         sent = send_file(events_file, url=f"{server.url}/collect", key=server.key, progress=False)
     if sent.failed or sent.accepted == 0:
         raise DemoError(
@@ -105,15 +108,24 @@ def free_port() -> int:
 class CollectorProcess:
     """``python -m collector.cli serve`` as a child process, for a ``with`` block.
 
-    Entering starts it with a fresh data folder, reads the development key that it prints
-    and waits until ``/readyz`` answers 200. Leaving sends SIGTERM, waits for the process
-    to exit and kills it if it has not exited after ``STOP_TIMEOUT_SECONDS``.
+    ``settings`` adds ``COLLECTOR_*`` variables to the child's environment, which otherwise
+    has none from this process. Entering starts it with a fresh data folder, reads the
+    development key that it prints and waits until ``/readyz`` returns 200. Leaving sends
+    SIGTERM, waits for the process to exit and kills it if it has not exited after
+    ``STOP_TIMEOUT_SECONDS``.
     """
 
-    def __init__(self, data_dir: Path, port: int, log_file: Path) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int,
+        log_file: Path,
+        settings: dict[str, str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.port = port
         self.log_file = log_file
+        self.settings = settings or {}
         self.url = f"http://127.0.0.1:{port}"
         self.key = ""
         self._process: subprocess.Popen[str] | None = None
@@ -169,10 +181,11 @@ class CollectorProcess:
         environment.update(
             COLLECTOR_DATA_DIR=str(self.data_dir),
             COLLECTOR_SINK="local",
-            # The demo posts a few thousand events at once from one address.
+            # The demo posts all of its events at once, from one address.
             COLLECTOR_IP_RATE_LIMIT="1000000/minute",
             COLLECTOR_LOG_LEVEL="WARNING",
         )
+        environment.update(self.settings)
         return environment
 
     def _read_stdout(self, stream: IO[str] | None) -> None:

@@ -3,7 +3,7 @@
 Loading is idempotent and safe while the collector is still writing:
 
 - Only complete lines are read. A file that is being appended to, or that ends in a
-  truncated line, is read up to its last newline; the rest waits for the next run.
+  truncated line, is read up to its last newline, and the rest waits for the next run.
 - ``meta.loaded_files`` stores, per file name, the byte offset already loaded, so a run
   reads only what was appended since. The rows and the new offset are written in one
   transaction.
@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,6 @@ class LoadResult:
     rows_read: int = 0
     rows_loaded: int = 0
     bad_lines: int = 0
-    skipped_files: list[str] = field(default_factory=list)
 
 
 def default_database(data_dir: Path) -> Path:

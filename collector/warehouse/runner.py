@@ -60,7 +60,7 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class StepResult:
-    """What running one file did.
+    """The outcome of running one file.
 
     ``mode`` is ``create`` for raw files (create the table if missing), ``full refresh``
     when the target was dropped and rebuilt, and ``incremental`` otherwise.
@@ -191,7 +191,11 @@ class BigQueryTarget:
         self.client.delete_table(f"{self.client.project}.{table}", not_found_ok=True)
 
     def run_file(self, sql_file: SqlFile, parameters: dict[str, date]) -> None:
-        """Send the file text as one query job and wait for it; parameters are typed DATE."""
+        """Send the file text as one query job and wait for it; parameters are typed DATE.
+
+        NOTE: tests run this against a fake client only. Query parameters in a
+        multi-statement job have not been tried on live BigQuery from this repository.
+        """
         from google.api_core.exceptions import GoogleAPIError
         from google.cloud import bigquery
 

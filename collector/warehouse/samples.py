@@ -1,8 +1,8 @@
 """Deterministic sample sessions of readers, listeners and viewers.
 
-Each user keeps their place across sessions: readers open a book and turn its pages in
-order, finishing chapters on the way; listeners and viewers play and pause with positions
-that only move forward. Some users buy a subscription, a book or an audiobook, in the
+Each user keeps their place across sessions. Readers open a book and turn its pages in
+order, finishing chapters on the way. Listeners and viewers play and pause, and their
+positions only move forward. Some users buy a subscription, a book or an audiobook, in the
 currency of their locale. Some sessions end abruptly (no ``session_end``).
 
 Two output formats:
@@ -33,6 +33,7 @@ from collector.enrich import RequestContext, build_row, encode_row, is_bot, trun
 from collector.models import EVENT_ADAPTER
 
 SampleFormat = Literal["raw", "client"]
+Platform = Literal["web", "ios", "android"]
 
 KEY_ID = "sample"
 MAX_FUTURE = timedelta(minutes=5)
@@ -122,7 +123,7 @@ class User:
 
     user_id: str | None
     anonymous_id: str
-    platform: Literal["web", "ios", "android"]
+    platform: Platform
     locale: str
     timezone: str
     currency: str
@@ -145,7 +146,7 @@ class Delivery:
 
 @dataclass(frozen=True)
 class SampleConfig:
-    """What to generate: ``days`` days of activity ending at ``end`` (exclusive, UTC)."""
+    """Sample parameters: ``days`` days of activity ending at ``end`` (exclusive, UTC)."""
 
     end: datetime
     users: int = 30
@@ -209,8 +210,8 @@ def _raw_lines(deliveries: list[Delivery]) -> list[bytes]:
             is_bot=is_bot(user.user_agent),
         )
         for event in delivery.events:
-            shown = dict(event, occurred_at=_text(event["occurred_at"] + skew))
-            model = EVENT_ADAPTER.validate_json(orjson.dumps(shown))
+            as_sent = dict(event, occurred_at=_text(event["occurred_at"] + skew))
+            model = EVENT_ADAPTER.validate_json(orjson.dumps(as_sent))
             row = build_row(model, delivery.sent_at + skew, request, MAX_FUTURE, MAX_PAST)
             rows.append((row["received_at"], row["event_id"], encode_row(row)))
     rows.sort()
@@ -220,7 +221,7 @@ def _raw_lines(deliveries: list[Delivery]) -> list[bytes]:
 def _make_users(rng: random.Random, count: int) -> list[User]:
     users = []
     for number in range(1, count + 1):
-        platform = rng.choice(("web", "web", "ios", "android"))
+        platform: Platform = rng.choice(("web", "web", "ios", "android"))
         locale, timezone, currency = rng.choice(LOCALES)
         skew = timedelta(0)
         if rng.random() < 0.15:
@@ -335,11 +336,13 @@ def _reading(
     page = int(user.progress.get(title.content_id, 0))
     if page >= title.pages:
         page = 0  # Read it again from the start.
+
     opened: dict[str, Any] = {"format": rng.choice(("epub", "pdf", "web"))}
     if page > 0:
         opened["resume_page"] = page
     clock.advance(seconds=rng.randint(2, 30))
     events = [_event(rng, user, session_id, clock.now, "book_opened", opened, title)]
+
     pages_per_chapter = title.pages // title.chapters
     turns = rng.randint(3, 7) if rng.random() < 0.75 else rng.randint(8, 20)
     for _ in range(turns):
@@ -363,6 +366,7 @@ def _reading(
             events.append(
                 _event(rng, user, session_id, clock.now, "chapter_completed", completed, title)
             )
+
     user.progress[title.content_id] = page
     return events
 

@@ -24,8 +24,8 @@ from sqlglot import exp
 
 STAGES = ("raw", "staging", "marts")
 
-# NOTE: the SQL lives beside the package in the repository, not inside it, so this default
-# works for a source checkout or an editable install; pass sql_dir for anything else.
+# NOTE: the SQL lives beside the package in the repository, not inside it. This default
+# works for a source checkout or an editable install; other installs must pass sql_dir.
 DEFAULT_SQL_DIR = Path(__file__).resolve().parents[2] / "bigquery"
 
 _STORAGE_HINTS = (exp.PartitionedByProperty, exp.ClusterProperty, exp.Property)
@@ -89,9 +89,10 @@ def parse_file(path: Path, stage: str) -> SqlFile:
     """Parse one file as GoogleSQL and find the table it creates."""
     text = Path(path).read_text(encoding="utf-8")
     try:
-        statements = tuple(s for s in sqlglot.parse(text, read="bigquery") if s is not None)
+        parsed = sqlglot.parse(text, read="bigquery")
     except sqlglot.errors.SqlglotError as exc:
         raise SqlFileError(f"{path}: not valid GoogleSQL: {exc}") from exc
+    statements = tuple(s for s in parsed if isinstance(s, exp.Expression))
     creates = [s for s in statements if isinstance(s, exp.Create) and s.kind == "TABLE"]
     if len(creates) != 1:
         raise SqlFileError(f"{path}: expected one CREATE TABLE statement, found {len(creates)}")
@@ -106,9 +107,9 @@ def rewrite_for_duckdb(statement: exp.Expression) -> exp.Expression:
     tree = statement.copy()
     for node in list(tree.find_all(*_STORAGE_HINTS)):
         node.pop()
-    for node in list(tree.find_all(exp.Properties)):
-        if not node.expressions:
-            node.pop()
+    for properties in list(tree.find_all(exp.Properties)):
+        if not properties.expressions:
+            properties.pop()
     for data_type in tree.find_all(exp.DataType):
         if data_type.this == exp.DataType.Type.DECIMAL and not data_type.expressions:
             data_type.replace(exp.DataType.build("DECIMAL(38, 9)", dialect="duckdb"))
