@@ -317,6 +317,8 @@ class CollectHandler:
         if rejected:
             rejected.sort(key=lambda item: item.index)
             self.metrics.events_rejected.labels("invalid").inc(len(rejected))
+            if self.sink.wants_invalid and not debug:
+                self.sink.publish_invalid(_dead_letters(rejected, request))
 
         report = {"accepted": len(messages), "rejected": [item.as_dict() for item in rejected]}
         if debug:
@@ -411,7 +413,31 @@ def _too_large(what: str, limit: int) -> str:
 
 
 def _rejection(index: int, event: Any, field: str, message: str) -> Rejection:
-    return Rejection(index, str(event.event_id), [{"field": field, "message": message}])
+    payload = event.model_dump_json().encode()
+    return Rejection(index, str(event.event_id), [{"field": field, "message": message}], payload)
+
+
+# Longest piece of a rejected event kept in its dead-letter record.
+DEAD_LETTER_PAYLOAD_BYTES = 4096
+
+
+def _dead_letters(rejected: list[Rejection], request: RequestContext) -> list[bytes]:
+    """Build one dead-letter record per rejected event: errors, key id, time, payload excerpt."""
+    received_at = request.received_at
+    records = []
+    for item in rejected:
+        payload = (item.payload or b"")[:DEAD_LETTER_PAYLOAD_BYTES]
+        record = {
+            "received_at": received_at,
+            "key_id": request.key_id,
+            "index": item.index,
+            "event_id": item.event_id,
+            "errors": item.errors,
+            "payload": payload.decode("utf-8", "replace"),
+            "payload_truncated": len(item.payload or b"") > DEAD_LETTER_PAYLOAD_BYTES,
+        }
+        records.append(orjson.dumps(record, option=orjson.OPT_UTC_Z))
+    return records
 
 
 async def _read_body(receive: Any, limit: int) -> bytes:

@@ -47,6 +47,8 @@ class Rejection:
     index: int
     event_id: str | None
     errors: list[dict[str, str]]
+    # The rejected event's JSON, kept only for the dead-letter topic.
+    payload: bytes | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"index": self.index, "event_id": self.event_id, "errors": self.errors}
@@ -150,19 +152,22 @@ def _parse_slow(body: bytes, max_events: int, max_event_bytes: int) -> ParsedBod
     for index, item in enumerate(items):
         event_id = _event_id_of(item)
         if not isinstance(item, dict):
+            message = "an event must be a JSON object"
             parsed.rejected.append(
-                Rejection(index, None, [{"field": "", "message": "an event must be a JSON object"}])
+                Rejection(index, None, [{"field": "", "message": message}], orjson.dumps(item))
             )
             continue
         raw = orjson.dumps(item)
         if len(raw) > max_event_bytes:
             message = f"the event is {len(raw)} bytes; the maximum is {max_event_bytes}"
-            parsed.rejected.append(Rejection(index, event_id, [{"field": "", "message": message}]))
+            parsed.rejected.append(
+                Rejection(index, event_id, [{"field": "", "message": message}], raw[:4096])
+            )
             continue
         try:
             parsed.events.append((index, EVENT_ADAPTER.validate_json(raw)))
         except ValidationError as exc:
-            parsed.rejected.append(Rejection(index, event_id, format_errors(exc)))
+            parsed.rejected.append(Rejection(index, event_id, format_errors(exc), raw))
     return parsed
 
 

@@ -58,6 +58,15 @@ class Sink(abc.ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Flush pending messages and release resources."""
 
+    wants_invalid: bool = False
+
+    def publish_invalid(self, records: list[bytes]) -> None:  # noqa: B027 - optional hook
+        """Send records of rejected events to a dead-letter destination, without waiting.
+
+        ``records`` are JSON objects; sinks without a dead-letter destination ignore them and
+        leave ``wants_invalid`` False so the handler does not build them.
+        """
+
     def describe(self) -> dict[str, object]:
         """Settings worth logging at start-up."""
         return {"sink": self.name}
