@@ -123,6 +123,7 @@ def _serve(args: argparse.Namespace) -> int:
         lifespan="on",
         timeout_graceful_shutdown=7,
         timeout_keep_alive=30,
+        limit_concurrency=settings.max_connections,
     )
     return 0
 

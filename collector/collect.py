@@ -248,7 +248,16 @@ class CollectHandler:
         if key_text is not None:
             entry = self._authenticate(key_text, from_query, origin)
 
-        body = await _read_body(receive, settings.max_body_bytes)
+        try:
+            async with asyncio.timeout(settings.body_read_timeout):
+                body = await _read_body(receive, settings.max_body_bytes)
+        except TimeoutError:
+            raise Refusal(
+                408,
+                f"the body was not received within {settings.body_read_timeout:g} seconds",
+                "body_timeout",
+                [(b"connection", b"close")],
+            ) from None
         self.metrics.body_bytes.inc(len(body))
         if encoding in (b"gzip", b"x-gzip"):
             body = _gunzip(body, settings.max_decompressed_bytes)

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     max_inflight_events: int = Field(default=50_000, ge=1)
     retry_after_seconds: int = Field(default=2, ge=1)
 
+    # Seconds allowed for reading one request body; a slower client gets 408.
+    body_read_timeout: float = Field(default=10.0, gt=0)
+    # Open connections plus requests in progress before uvicorn answers 503 at once.
+    max_connections: int = Field(default=2000, ge=1)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_decompressed_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_event_bytes: int = Field(default=32 * 1024, ge=256)

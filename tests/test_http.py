@@ -342,3 +342,21 @@ def test_logs_are_json_without_secrets(collector: CollectorProcess, keys: Keys) 
     assert keys.browser not in text
     assert "pk_not_a_real_key" not in text
     assert "stopped" in text
+
+
+def test_slow_body_gets_408(start_collector: Any, keys: Keys) -> None:
+    collector = start_collector(
+        {"COLLECTOR_KEYS_FILE": str(keys.path), "COLLECTOR_BODY_READ_TIMEOUT": "1"}
+    )
+    with socket.create_connection(("127.0.0.1", collector.port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /collect HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"X-API-Key: " + keys.browser.encode() + b"\r\nContent-Length: 100\r\n\r\n[{"
+        )
+        started = time.monotonic()
+        answer = sock.recv(4096)
+        waited = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert waited < 4
+    event = make_event()
+    assert post(collector, event, keys.browser).status_code == 200
