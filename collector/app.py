@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -126,6 +127,7 @@ def _build_api(app: CollectorApp) -> FastAPI:
     @api.get("/metrics", summary="Prometheus metrics")
     async def metrics() -> Response:
         app.metrics.sink_ready.set(1 if app.sink.ready else 0)
+        app.metrics.asyncio_tasks.set(len(asyncio.all_tasks()))
         return Response(generate_latest(app.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @api.get("/sdk.js", summary="The browser tracker")

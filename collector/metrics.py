@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 
 class Metrics:
@@ -10,6 +10,8 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # process_resident_memory_bytes, process_open_fds and CPU seconds of this process.
+        ProcessCollector(registry=self.registry)
         self.requests = Counter(
             "collector_requests_total",
             "HTTP requests to the collect endpoints by path and status code.",
@@ -59,6 +61,11 @@ class Metrics:
         self.sink_ready = Gauge(
             "collector_sink_ready",
             "1 while the sink confirms writes, else 0.",
+            registry=self.registry,
+        )
+        self.asyncio_tasks = Gauge(
+            "collector_asyncio_tasks",
+            "asyncio tasks alive in the event loop, read at each scrape.",
             registry=self.registry,
         )
         self.rate_limit_storage_up = Gauge(
