@@ -35,6 +35,7 @@ SUBSCRIPTION = f"{PROJECT}/subscriptions/events-sub"
 
 pubsub_server = pubsub_server_fixture()
 pubsub_server_with_control = pubsub_server_fixture(name="pubsub_server_with_control", control=True)
+pubsub_server_one_worker = pubsub_server_fixture(name="pubsub_server_one_worker", max_workers=1)
 
 
 def short_retry(deadline: float = 1.5) -> retries.Retry:
@@ -120,8 +121,7 @@ def test_publish_and_pull_round_trip(publisher, subscriber, emulator):
 
     assert len(set(message_ids)) == 3
     assert emulator.published(TOPIC) == [
-        (message_ids[i], f"event-{i}".encode(), {"source": "web", "seq": str(i)})
-        for i in range(3)
+        (message_ids[i], f"event-{i}".encode(), {"source": "web", "seq": str(i)}) for i in range(3)
     ]
     response = subscriber.pull(subscription=SUBSCRIPTION, max_messages=10, timeout=5)
     received = [item.message for item in response.received_messages]
@@ -133,7 +133,7 @@ def test_publish_and_pull_round_trip(publisher, subscriber, emulator):
     subscriber.acknowledge(
         subscription=SUBSCRIPTION, ack_ids=[item.ack_id for item in response.received_messages]
     )
-    # The server answers an empty Pull 0.1 s before the client's deadline.
+    # The server returns an empty Pull response 0.1 s before the client's deadline.
     empty = subscriber.pull(subscription=SUBSCRIPTION, max_messages=10, timeout=0.5, retry=None)
     assert list(empty.received_messages) == []
 
@@ -278,10 +278,10 @@ def test_test_iam_permissions_on_topic(gapic_publisher, topic):
     response = gapic_publisher.test_iam_permissions(request=request)
 
     assert list(response.permissions) == ["pubsub.topics.publish"]
-    with pytest.raises(exceptions.NotFound):
-        gapic_publisher.test_iam_permissions(
-            request={"resource": f"{PROJECT}/topics/missing", "permissions": ["x"]}
-        )
+    missing = gapic_publisher.test_iam_permissions(
+        request={"resource": f"{PROJECT}/topics/missing", "permissions": ["x"]}
+    )
+    assert list(missing.permissions) == []
 
 
 # Publish validation
@@ -468,6 +468,24 @@ def test_frozen_call_resumes_after_mode_change(publisher, emulator, topic):
     assert results[0].name == topic
 
 
+def test_timed_out_frozen_call_frees_worker(pubsub_server_one_worker, monkeypatch):
+    server = pubsub_server_one_worker
+    point_clients_at(server, monkeypatch)
+    client = gapic.PublisherClient()
+    server.create_topic(TOPIC)
+    server.set_fault("frozen")
+
+    with pytest.raises(exceptions.DeadlineExceeded):
+        client.get_topic(topic=TOPIC, retry=None, timeout=0.3)
+    time.sleep(0.2)
+    # ListTopics is not a fault target, so it needs only the one worker thread.
+    topics = client.list_topics(request={"project": PROJECT}, retry=None, timeout=2)
+    names = [topic.name for topic in topics]
+    client.transport.close()
+
+    assert names == [TOPIC]
+
+
 def test_frozen_call_does_not_block_stop(monkeypatch):
     server = PubSubTestServer().start()
     point_clients_at(server, monkeypatch)
@@ -513,6 +531,8 @@ def test_fault_applies_to_test_iam_permissions(gapic_publisher, emulator, topic)
     [
         ("broken", {}),
         ("slow", {"delay_seconds": -1}),
+        ("slow", {"delay_seconds": float("inf")}),
+        ("unavailable", {"methods": "Publish"}),
         ("partial", {"failure_fraction": 1.5}),
     ],
 )

@@ -45,14 +45,16 @@ log = logging.getLogger("collector.sinks.pubsub")
 EMULATOR_ENV = "PUBSUB_EMULATOR_HOST"
 PUBLISH_PERMISSION = "pubsub.topics.publish"
 
-# Pub/Sub accepts at most 1000 messages and 10,000,000 bytes per PublishRequest (the limits
-# the Pub/Sub test server in tests/pubsub_server enforces). The byte cap leaves room for the
-# request's own encoding.
+# Pub/Sub accepts at most 10,000,000 bytes per PublishRequest (_SERVER_PUBLISH_MAX_BYTES in
+# google-cloud-pubsub 2.44, publisher/_batch/thread.py). The byte cap below leaves room for
+# the request's own encoding.
+# NOTE: the 1000-message cap is the one tests/pubsub_server enforces, taken from the Pub/Sub
+# quotas page as other projects restate it, and was not checked against that page.
 MAX_MESSAGES_PER_REQUEST = 1000
 MAX_REQUEST_BYTES = 9 * 1024 * 1024
-# Upper bound of one message's encoding beyond its data and its event_name value: field tags,
-# length prefixes, and the attribute keys plus the schema_version value.
-_MESSAGE_OVERHEAD_BYTES = 40 + len("event_name") + len("schema_version") + len(SCHEMA_VERSION)
+# Upper bound of one message's encoding beyond its data and its event_name value: 32 bytes of
+# field tags and length prefixes, the two attribute keys and the schema_version value.
+_MESSAGE_OVERHEAD_BYTES = 32 + len("event_name") + len("schema_version") + len(SCHEMA_VERSION)
 
 MAX_CONCURRENT_REQUESTS = 16
 DEFAULT_MAX_INFLIGHT_BYTES = 64 * 1024 * 1024
@@ -68,7 +70,7 @@ MIN_ATTEMPT_TIMEOUT = 1.0
 START_CHECK_SECONDS = 3.0
 PROBE_INTERVAL = 1.0
 PROBE_TIMEOUT = 1.0
-# close() waits this long for pending batches; uvicorn's graceful shutdown (7 s) runs before
+# close() waits this long for pending batches. uvicorn's graceful shutdown (7 s) runs before
 # it, and Cloud Run sends SIGKILL 10 s after SIGTERM.
 DRAIN_SECONDS = 3.0
 
@@ -76,7 +78,8 @@ DRAIN_SECONDS = 3.0
 INVALID_QUEUE_MAX_RECORDS = 10_000
 INVALID_QUEUE_MAX_BYTES = 16 * 1024 * 1024
 INVALID_RECORD_MAX_BYTES = 64 * 1024
-# The same kind of log line is written at most once per this many seconds.
+# Failed probes and dropped dead-letter records are each logged at most once per this many
+# seconds, with a count of what was not logged.
 LOG_INTERVAL = 10.0
 
 RETRYABLE_ERRORS: tuple[type[Exception], ...] = (
@@ -120,6 +123,7 @@ class _Batch:
     waiters: list[_Waiter] = field(default_factory=list)
     count: int = 0
     size: int = 0
+    finished: bool = False
 
 
 class _RepeatLimiter:
@@ -165,6 +169,8 @@ class PubSubSink(Sink):
             raise ValueError("COLLECTOR_PUBSUB_TOPIC is required for the Pub/Sub sink")
         self.topic: str = settings.pubsub_topic
         self.invalid_topic: str | None = settings.pubsub_invalid_topic
+        # The handler builds dead-letter records only when this is true.
+        self.wants_invalid = self.invalid_topic is not None
         self.batch_max_messages = min(settings.pubsub_batch_max_messages, MAX_MESSAGES_PER_REQUEST)
         self.batch_max_bytes = min(settings.pubsub_batch_max_bytes, MAX_REQUEST_BYTES)
         self.batch_max_latency = settings.pubsub_batch_max_latency
@@ -188,9 +194,9 @@ class PubSubSink(Sink):
         self._open_due = False
         self._timer: asyncio.TimerHandle | None = None
         self._waiting: deque[_Batch] = deque()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[None], _Batch] = {}
         self._active_requests = 0
-        # Set once close() stops waiting; no Publish call starts after that.
+        # Set when close() stops waiting, so that no Publish call starts after that.
         self._stopped = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -253,7 +259,15 @@ class PubSubSink(Sink):
         credentials are found outside the emulator.
         """
         log.info("Pub/Sub sink starting", extra=self.describe())
-        self._client = await self._create_client()
+        try:
+            self._client = await self._create_client()
+        except auth_exceptions.DefaultCredentialsError as exc:
+            log.error(
+                "no Google Cloud credentials found; run with a service account, set "
+                "GOOGLE_APPLICATION_CREDENTIALS, or set PUBSUB_EMULATOR_HOST for the emulator",
+                extra={"topic": self.topic, "error": str(exc)},
+            )
+            raise
         loop = asyncio.get_running_loop()
         deadline = loop.time() + START_CHECK_SECONDS
         while True:
@@ -282,8 +296,9 @@ class PubSubSink(Sink):
             raise SinkUnavailable("the Pub/Sub sink is not started")
         if not messages:
             return
+
         count = len(messages)
-        size = sum(len(message.data) for message in messages)
+        size = sum(len(message.data) + len(message.event_name) for message in messages)
         size += count * _MESSAGE_OVERHEAD_BYTES
         if (
             self._inflight_messages + count > self.max_inflight_messages
@@ -294,11 +309,13 @@ class PubSubSink(Sink):
                 f"{self._inflight_messages} messages ({self._inflight_bytes} bytes) are waiting "
                 "for Pub/Sub"
             )
+
         waiter = _Waiter(asyncio.get_running_loop().create_future())
         self._inflight_messages += count
         self._inflight_bytes += size
         self._idle.clear()
         self._add(messages, waiter)
+
         try:
             await waiter.future
         except asyncio.CancelledError:
@@ -315,26 +332,24 @@ class PubSubSink(Sink):
         self._closed = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + DRAIN_SECONDS
+
+        # Send the open batch now instead of waiting for its timer.
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._open_due = True
         self._dispatch()
         self._invalid_wakeup.set()
-        try:
-            await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - loop.time()))
-        except TimeoutError:
-            pass
+        await _wait_until(self._idle.wait(), deadline)
+
         self._stopped = True
-        unfinished = len(self._tasks) + len(self._waiting)
+        unfinished = self._active_requests + len(self._waiting)
         await self._cancel_tasks()
         self._fail_waiting_batches()
         if self._invalid_task is not None:
-            try:
-                await asyncio.wait_for(self._invalid_task, max(0.0, deadline - loop.time()))
-            except TimeoutError:
-                pass
+            await _wait_until(self._invalid_task, deadline)
             self._invalid_task = None
+
         if self._probe_task is not None:
             self._probe_task.cancel()
             await asyncio.gather(self._probe_task, return_exceptions=True)
@@ -356,9 +371,10 @@ class PubSubSink(Sink):
     def publish_invalid(self, records: list[bytes]) -> None:
         """Queue rejected-event records for the dead-letter topic without waiting.
 
-        Each record becomes the data of one message. Records are dropped and counted in
-        ``counters["invalid_dropped"]`` when no dead-letter topic is set, the sink is not
-        running, a record is over INVALID_RECORD_MAX_BYTES or the queue is full. Never raises.
+        Each record becomes the data of one message. Does nothing when no dead-letter topic is
+        set. Records are dropped and counted in ``counters["invalid_dropped"]`` when the sink is
+        not running, a record is empty or over INVALID_RECORD_MAX_BYTES, or the queue is full.
+        Never raises for a list of bytes.
         """
         if not records or not self.invalid_topic:
             return
@@ -399,7 +415,7 @@ class PubSubSink(Sink):
     def _add(self, messages: list[Message], waiter: _Waiter) -> None:
         batch = self._open
         for message in messages:
-            size = len(message.data) + _MESSAGE_OVERHEAD_BYTES
+            size = len(message.data) + len(message.event_name) + _MESSAGE_OVERHEAD_BYTES
             if batch is not None and (
                 batch.count >= self.batch_max_messages or batch.size + size > self.batch_max_bytes
             ):
@@ -456,9 +472,12 @@ class PubSubSink(Sink):
             batch = self._waiting.popleft()
             self._active_requests += 1
             task = asyncio.get_running_loop().create_task(self._publish_batch(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks[task] = batch
+            task.add_done_callback(self._forget_task)
         self._update_idle()
+
+    def _forget_task(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
 
     def _update_idle(self) -> None:
         if not self._active_requests and not self._waiting and self._open is None:
@@ -485,6 +504,7 @@ class PubSubSink(Sink):
             self._dispatch()
 
     def _finish_batch(self, batch: _Batch, error: Exception | None) -> None:
+        batch.finished = True
         self._inflight_messages -= batch.count
         self._inflight_bytes -= batch.size
         if error is None:
@@ -514,15 +534,21 @@ class PubSubSink(Sink):
         self._update_idle()
 
     async def _cancel_tasks(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
+        running = {task: batch for task, batch in self._tasks.items() if not task.done()}
+        if not running:
+            return
+        log.warning(
+            "Pub/Sub sink cancelled unconfirmed batches at shutdown",
+            extra={"topic": self.topic, "batches": len(running)},
+        )
+        for task in running:
             task.cancel()
-        if tasks:
-            log.warning(
-                "Pub/Sub sink cancelled unconfirmed batches at shutdown",
-                extra={"topic": self.topic, "batches": len(tasks)},
-            )
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*running, return_exceptions=True)
+        # A task cancelled before its first step never runs its finally block.
+        for batch in running.values():
+            if not batch.finished:
+                self._active_requests -= 1
+                self._finish_batch(batch, PublishFailed("the sink shut down before sending it"))
 
     # Publishing with retries
 
@@ -531,9 +557,9 @@ class PubSubSink(Sink):
     ) -> None:
         """Publish ``request``, retrying transient errors until ``publish_timeout`` has passed.
 
-        Raises PublishFailed on a permanent error, when retries run out of time, or when the
-        response does not contain one message id per message. Failures on the main topic mark
-        the sink not ready, and a success marks it ready.
+        A response without one message id per message counts as a transient error. Raises
+        PublishFailed on a permanent error, or when transient errors last until the deadline.
+        Failures on the main topic mark the sink not ready, and a success marks it ready.
         """
         assert self._client is not None
         loop = asyncio.get_running_loop()
@@ -561,7 +587,8 @@ class PubSubSink(Sink):
                         "error": error,
                     },
                 )
-                # An invalid request says nothing about the topic, so readiness stays.
+                # An invalid request does not show that the topic is unreachable, so readiness
+                # stays as it is.
                 if main_topic and not invalid:
                     self._set_ready(False, f"Publish failed: {error}")
                 raise PublishFailed(error) from None
@@ -680,12 +707,11 @@ class PubSubSink(Sink):
                 )
 
     async def _check_topic(self, topic: str, timeout: float) -> tuple[str | None, bool]:
-        """Ask whether the credentials may publish to ``topic``.
+        """Ask Pub/Sub whether the credentials may publish to ``topic``.
 
         Returns (None, False) when they may, else an error message and whether retrying
-        cannot help without a change (a missing topic or a missing permission).
-        TestIamPermissions needs no permission of its own, unlike GetTopic, which needs
-        pubsub.topics.get.
+        cannot help without a change (a missing topic or a missing permission). The check
+        tests only pubsub.topics.publish, the permission that publishing needs.
         """
         assert self._client is not None
         request = iam_policy_pb2.TestIamPermissionsRequest(
@@ -700,7 +726,12 @@ class PubSubSink(Sink):
         except PERMANENT_ERRORS as exc:
             return _describe_error(exc), True
         if PUBLISH_PERMISSION not in response.permissions:
-            return f"the credentials lack {PUBLISH_PERMISSION} on {topic}", True
+            # Pub/Sub returns an empty list, not NOT_FOUND, for a topic that does not exist.
+            return (
+                f"{PUBLISH_PERMISSION} is not granted on {topic}: the topic does not exist or "
+                "the credentials lack the permission",
+                True,
+            )
         return None, False
 
     # Client
@@ -720,6 +751,15 @@ class PubSubSink(Sink):
             google.auth.default, default_scopes=PublisherGrpcAsyncIOTransport.AUTH_SCOPES
         )
         return PublisherAsyncClient(credentials=credentials)
+
+
+async def _wait_until(awaitable: Any, deadline: float) -> None:
+    """Await ``awaitable`` until the event loop time ``deadline``, then cancel it."""
+    timeout = max(0.0, deadline - asyncio.get_running_loop().time())
+    try:
+        await asyncio.wait_for(awaitable, timeout)
+    except TimeoutError:
+        pass
 
 
 def _describe_error(exc: Exception) -> str:

@@ -1,6 +1,6 @@
 """Fault injection for the Pub/Sub test server.
 
-A `FaultInjector` holds one `FaultSettings` at a time. Each targeted RPC
+A `FaultInjector` stores one `FaultSettings` at a time. Each targeted RPC
 handler calls `FaultInjector.apply` before doing any work, and that call
 returns normally, sleeps, blocks or aborts the RPC with a gRPC status as the
 current mode requires.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
+import math
 import random
 import threading
 from collections.abc import Iterable
@@ -28,7 +29,7 @@ PARTIAL_FAULT_METHODS = frozenset({"Publish"})
 _FROZEN_POLL_SECONDS = 0.05
 
 
-class FaultMode(str, enum.Enum):
+class FaultMode(enum.StrEnum):
     """Behaviour of targeted RPCs."""
 
     OK = "ok"
@@ -97,9 +98,10 @@ class FaultInjector:
     ) -> FaultSettings:
         """Validate and install new settings, and release frozen calls.
 
-        Raises ValueError on an unknown mode, a negative delay or a fraction
-        outside [0, 1]. When `methods` is None, `partial` targets Publish only
-        and every other mode targets `DEFAULT_FAULT_METHODS`.
+        Raises ValueError on an unknown mode, a negative or infinite delay, a fraction
+        outside [0, 1] or a string as `methods`. When `methods` is None,
+        `partial` targets Publish only and every other mode targets
+        `DEFAULT_FAULT_METHODS`.
         """
         try:
             fault_mode = FaultMode(mode)
@@ -107,15 +109,21 @@ class FaultInjector:
             valid = ", ".join(m.value for m in FaultMode)
             raise ValueError(f"invalid fault mode {mode!r}; expected one of: {valid}") from None
         delay = float(delay_seconds)
-        if delay < 0:
-            raise ValueError(f"invalid delay_seconds {delay_seconds!r}; expected a value >= 0")
+        if not math.isfinite(delay) or delay < 0:
+            raise ValueError(
+                f"invalid delay_seconds {delay_seconds!r}; expected a finite value >= 0"
+            )
         fraction = float(failure_fraction)
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(
                 f"invalid failure_fraction {failure_fraction!r}; expected a value in [0, 1]"
             )
+        if isinstance(methods, str):
+            raise ValueError(f"invalid methods {methods!r}; expected a list of RPC names")
         if methods is None:
-            targets = PARTIAL_FAULT_METHODS if fault_mode is FaultMode.PARTIAL else DEFAULT_FAULT_METHODS
+            targets = (
+                PARTIAL_FAULT_METHODS if fault_mode is FaultMode.PARTIAL else DEFAULT_FAULT_METHODS
+            )
         else:
             targets = frozenset(methods)
         settings = FaultSettings(
@@ -155,14 +163,16 @@ class FaultInjector:
                         break
                     if not context.is_active():
                         # The client has cancelled or its deadline has passed,
-                        # so nobody reads this status. Returning it frees the
-                        # worker thread.
+                        # so it never receives this status. Aborting now frees
+                        # the worker thread.
                         break
                     # The mode changed: apply the new settings to this call.
                     continue
-                if settings.mode is FaultMode.PARTIAL:
-                    if self._rng.random() >= settings.failure_fraction:
-                        return
+                if (
+                    settings.mode is FaultMode.PARTIAL
+                    and self._rng.random() >= settings.failure_fraction
+                ):
+                    return
                 if settings.mode is not FaultMode.SLOW:
                     self._injected_failures += 1
             break
@@ -171,21 +181,15 @@ class FaultInjector:
 
     def _wait_while_frozen(self, settings: FaultSettings, context: grpc.ServicerContext) -> None:
         # Called with self._condition held.
-        while (
-            self._settings is settings and not self._stopping.is_set() and context.is_active()
-        ):
+        while self._settings is settings and not self._stopping.is_set() and context.is_active():
             self._condition.wait(_FROZEN_POLL_SECONDS)
 
-    def _finish(
-        self, settings: FaultSettings, method: str, context: grpc.ServicerContext
-    ) -> None:
+    def _finish(self, settings: FaultSettings, method: str, context: grpc.ServicerContext) -> None:
         mode = settings.mode
         if self._stopping.is_set():
             context.abort(grpc.StatusCode.UNAVAILABLE, "The test server is shutting down.")
         if mode is FaultMode.FROZEN:
-            context.abort(
-                grpc.StatusCode.CANCELLED, f"{method}: frozen call ended by its client."
-            )
+            context.abort(grpc.StatusCode.CANCELLED, f"{method}: frozen call ended by its client.")
         if mode is FaultMode.SLOW:
             if self._stopping.wait(settings.delay_seconds):
                 context.abort(grpc.StatusCode.UNAVAILABLE, "The test server is shutting down.")

@@ -14,11 +14,11 @@ Implemented:
   ListSubscriptions, Pull, Acknowledge, ModifyAckDeadline.
 - IAMPolicy: TestIamPermissions, which grants every requested permission on
   an existing topic or subscription.
-- Publish validation: topic name format and NOT_FOUND for a missing topic,
-  1 to 1000 messages per request, 10,000,000 bytes per request, at most 100
-  attributes per message, attribute keys up to 256 bytes and values up to
-  1024 bytes (UTF-8), every message with data or at least one attribute, one
-  ordering key per request. Errors are INVALID_ARGUMENT.
+- Publish validation. A missing topic is NOT_FOUND. These are
+  INVALID_ARGUMENT: a malformed topic name, 0 or more than 1000 messages,
+  a request over 10,000,000 bytes, a message without data and attributes,
+  more than 100 attributes, an attribute key over 256 bytes or a value over
+  1024 bytes (UTF-8), and more than one ordering key in a request.
 - Publish assigns server-unique message ids and publish_time, and delivers
   each message to every subscription attached to the topic at publish time.
 - Pull redelivers a message whose ack deadline has passed.
@@ -42,8 +42,10 @@ Not implemented, although documented for the real service:
   and expiration. A subscription with a filter or a push endpoint is
   rejected with UNIMPLEMENTED. Other subscription settings are stored and
   returned but not acted on.
-- Ordered delivery per ordering key beyond publish order, and the
-  publisher's per-key pause after a failure.
+- Ordering guarantees: each subscription delivers in publish order, and
+  enable_message_ordering changes nothing.
+- The real service's error details. Status codes follow it, and the
+  details here are this server's own wording.
 - Quotas, throughput limits, authentication and IAM policy checks.
 - Project id format checks: any project segment without "/" is accepted.
 """
@@ -78,17 +80,17 @@ MAX_ATTRIBUTE_VALUE_BYTES = 1024
 DEFAULT_ACK_DEADLINE_SECONDS = 10
 MIN_ACK_DEADLINE_SECONDS = 10
 MAX_ACK_DEADLINE_SECONDS = 600
-# NOTE: the real service documents no cap for one Pull response. This server
-# returns at most this many messages per call.
+# The real service documents no cap for one Pull response, so this cap is
+# this server's own.
 MAX_PULL_MESSAGES = 1000
-# Longest time a Pull without return_immediately waits for a first message.
+# Maximum time a Pull without return_immediately waits for a first message.
 # The real service waits "for a bounded amount of time" without a number.
 MAX_PULL_WAIT_SECONDS = 1.0
 DEFAULT_PAGE_SIZE = 100
 DELETED_TOPIC = "_deleted-topic_"
 
 # gRPC's default limit of 4 MiB would reject a legal 10 MB Publish before the
-# handler sees it. Requests above this bound get gRPC's RESOURCE_EXHAUSTED.
+# handler receives it. Requests above this bound get gRPC's RESOURCE_EXHAUSTED.
 _SERVER_MAX_RECEIVE_BYTES = 2 * MAX_PUBLISH_REQUEST_BYTES
 
 # A resource id starts with a letter and is 3 to 255 characters long, as the
@@ -224,8 +226,8 @@ def _validate_publish(context: grpc.ServicerContext, request) -> None:
             f"Invalid Publish request: it contains {count} messages, but the maximum is "
             f"{MAX_MESSAGES_PER_PUBLISH}.",
         )
-    # ByteSize() equals the length of the bytes the client sent, because
-    # protobuf serializers write each field exactly once.
+    # ByteSize() of the parsed request equals the length of the bytes that a
+    # standard protobuf serializer sent.
     size = request.ByteSize()
     if size > MAX_PUBLISH_REQUEST_BYTES:
         _abort(
@@ -312,7 +314,8 @@ class _PublisherService:
         with self._store.condition:
             if self._store.topics.pop(request.topic, None) is None:
                 _abort(context, grpc.StatusCode.NOT_FOUND, f"Topic not found: {request.topic}")
-            # The real service keeps the subscriptions and marks their topic.
+            # Subscription.topic is documented to read "_deleted-topic_" once
+            # its topic is deleted.
             for state in self._store.subscriptions.values():
                 if state.resource.topic == request.topic:
                     state.resource.topic = DELETED_TOPIC
@@ -503,7 +506,7 @@ class _SubscriberService:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "Invalid request: ack_ids is empty.")
         with self._store.condition:
             state = self._subscription(context, request.subscription)
-            # Unknown or expired ack ids are ignored, as acks are best effort.
+            # Unknown and expired ack ids are ignored.
             for ack_id in request.ack_ids:
                 state.outstanding.pop(ack_id, None)
         return _Empty()
@@ -542,8 +545,8 @@ class _IamService:
                 or request.resource in self._store.subscriptions
             )
         if not exists:
-            # NOTE: assumed to match the real service, which was not checked.
-            _abort(context, grpc.StatusCode.NOT_FOUND, f"Resource not found: {request.resource}")
+            # The IAM API answers a missing resource with an empty permission list.
+            return iam_policy_pb2.TestIamPermissionsResponse(permissions=[])
         return iam_policy_pb2.TestIamPermissionsResponse(permissions=list(request.permissions))
 
 
@@ -657,6 +660,8 @@ class PubSubTestServer:
         """Bind the ports and start serving. Returns self."""
         if self._grpc_server is not None:
             raise RuntimeError("The Pub/Sub test server is already started.")
+        if self._stopping.is_set():
+            raise RuntimeError("A stopped Pub/Sub test server cannot restart; create a new one.")
         self._executor = futures.ThreadPoolExecutor(
             max_workers=self._max_workers, thread_name_prefix="pubsub-test-server"
         )
@@ -690,8 +695,8 @@ class PubSubTestServer:
     def stop(self, grace: float = 0.5) -> None:
         """Stop serving. Frozen, slow and waiting calls end with UNAVAILABLE.
 
-        Returns after at most about `grace` + 1 seconds, and at once when no
-        call is running.
+        Usually returns within `grace` + 1 seconds, and at once when no call
+        is running.
         """
         if self._grpc_server is None:
             return
@@ -756,7 +761,7 @@ class PubSubTestServer:
             self._store.topics[topic] = _Topic(name=topic)
 
     def rpc_count(self, method: str) -> int:
-        """Return how many calls of `method` (such as "Publish") arrived."""
+        """Return how many calls of `method` (such as "Publish") were received."""
         with self._counts_lock:
             return self._rpc_counts[method]
 
@@ -793,6 +798,7 @@ class PubSubTestServer:
 
     @property
     def fault(self) -> FaultSettings:
+        """Current fault settings."""
         return self._faults.settings
 
     @property
