@@ -116,7 +116,11 @@ def build_row(
     received_at = request.received_at
     occurred_at = event.occurred_at
     if sent_at is not None:
-        corrected = received_at - (sent_at - occurred_at)
+        try:
+            corrected = received_at - (sent_at - occurred_at)
+        except OverflowError:
+            # The client clocks are so far apart that the corrected time leaves year 1-9999.
+            raise TimeRangeError("sent_at and occurred_at are too far apart") from None
     else:
         corrected = occurred_at
     if corrected - received_at > max_future:

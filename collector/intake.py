@@ -154,10 +154,16 @@ def _parse_slow(body: bytes, max_events: int, max_event_bytes: int) -> ParsedBod
         if not isinstance(item, dict):
             message = "an event must be a JSON object"
             parsed.rejected.append(
-                Rejection(index, None, [{"field": "", "message": message}], orjson.dumps(item))
+                Rejection(index, None, [{"field": "", "message": message}], _dump(item))
             )
             continue
-        raw = orjson.dumps(item)
+        try:
+            raw = orjson.dumps(item)
+        except (TypeError, orjson.JSONEncodeError):
+            # orjson reads 1024 levels of nesting but writes at most 255.
+            message = "the event is nested too deeply"
+            parsed.rejected.append(Rejection(index, event_id, [{"field": "", "message": message}]))
+            continue
         if len(raw) > max_event_bytes:
             message = f"the event is {len(raw)} bytes; the maximum is {max_event_bytes}"
             parsed.rejected.append(
@@ -171,12 +177,22 @@ def _parse_slow(body: bytes, max_events: int, max_event_bytes: int) -> ParsedBod
     return parsed
 
 
+def _dump(item: object) -> bytes | None:
+    try:
+        return orjson.dumps(item)
+    except (TypeError, orjson.JSONEncodeError):
+        return None
+
+
 def _check_batch_fields(document: dict[str, Any], parsed: ParsedBody) -> None:
     unknown = sorted(set(document) - {"sent_at", "key", "events"})
     if unknown:
         raise BodyError(400, f"{_echo(unknown[0])}: unknown batch field")
+    fields = _dump({**document, "events": []})
+    if fields is None:
+        raise BodyError(400, "the batch fields are nested too deeply")
     try:
-        batch = _BATCH_ADAPTER.validate_json(orjson.dumps({**document, "events": []}))
+        batch = _BATCH_ADAPTER.validate_json(fields)
     except ValidationError as exc:
         first = format_errors(exc)[0]
         raise BodyError(400, f"{first['field']}: {first['message']}") from None

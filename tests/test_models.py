@@ -282,3 +282,24 @@ def test_non_object_items_rejected() -> None:
     result = parse([make_event(), 5, "x", None])
     assert len(result.events) == 1
     assert [item.index for item in result.rejected] == [1, 2, 3]
+
+
+def test_deeply_nested_event_rejected() -> None:
+    body = (
+        b'[{"properties": ' + b"[" * 300 + b"]" * 300 + b"}, " + orjson.dumps(make_event()) + b"]"
+    )
+    result = parse_body(body, max_events=500, max_event_bytes=1 << 20)
+    assert [index for index, _ in result.events] == [1]
+    assert result.rejected[0].errors[0]["message"] == "the event is nested too deeply"
+
+
+def test_clock_overflow_is_rejection_not_crash() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from collector.enrich import RequestContext, TimeRangeError, build_row
+
+    event = make_event(occurred_at="0001-01-01T00:00:00Z", sent_at="9999-12-31T00:00:00Z")
+    parsed = parse(event)
+    request = RequestContext(datetime.now(UTC), "k", None, None, False)
+    with pytest.raises(TimeRangeError):
+        build_row(parsed.events[0][1], None, request, timedelta(minutes=5), timedelta(days=30))
