@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from collector.collect import COLLECT_PATHS, CollectHandler
@@ -23,6 +23,10 @@ from collector.sinks.base import Sink
 log = logging.getLogger("collector.app")
 
 SDK_PATH = Path(__file__).resolve().parent / "static" / "tracker.js"
+
+
+class JavaScriptResponse(Response):
+    media_type = "text/javascript"
 
 
 def make_sink(settings: Settings) -> Sink:
@@ -67,10 +71,40 @@ class CollectorApp:
         self.api = _build_api(self)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] in COLLECT_PATHS:
+        if scope["type"] != "http":
+            await self.api(scope, receive, send)
+        elif scope["path"] in COLLECT_PATHS:
             await self.handler(scope, receive, send)
         else:
-            await self.api(scope, receive, send)
+            await self.api(scope, receive, _with_security_headers(send, scope["path"]))
+
+
+# Added to every response FastAPI sends, unless the route set the header itself.
+_SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+_NO_STORE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# The API viewer must not be framed by another site (clickjacking).
+_DOCS_HEADERS = [
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+]
+
+
+def _with_security_headers(send: Any, path: str) -> Any:
+    extra = list(_SECURITY_HEADERS)
+    if path in _NO_STORE_PATHS:
+        extra.append((b"cache-control", b"no-store"))
+    if path == "/docs":
+        extra.extend(_DOCS_HEADERS)
+
+    async def send_with_headers(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            present = {name.lower() for name, _ in headers}
+            headers.extend(item for item in extra if item[0] not in present)
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return send_with_headers
 
 
 def _make_limiter(settings: Settings, keys: KeyStore, metrics: Metrics) -> Any:
@@ -112,7 +146,11 @@ def _build_api(app: CollectorApp) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @api.get("/readyz", summary="Sink is ready to confirm events")
+    @api.get(
+        "/readyz",
+        summary="Sink is ready to confirm events",
+        responses={503: {"description": "The sink is not ready; retry after Retry-After"}},
+    )
     async def readyz() -> Response:
         ready = app.sink.ready
         app.metrics.sink_ready.set(1 if ready else 0)
@@ -124,13 +162,18 @@ def _build_api(app: CollectorApp) -> FastAPI:
             headers={"Retry-After": str(settings.retry_after_seconds)},
         )
 
-    @api.get("/metrics", summary="Prometheus metrics")
+    @api.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
         app.metrics.sink_ready.set(1 if app.sink.ready else 0)
         app.metrics.asyncio_tasks.set(len(asyncio.all_tasks()))
         return Response(generate_latest(app.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @api.get("/sdk.js", summary="The browser tracker")
+    @api.get(
+        "/sdk.js",
+        summary="The browser tracker",
+        response_class=JavaScriptResponse,
+        responses={404: {"description": "The tracker is not installed"}},
+    )
     async def sdk() -> Response:
         try:
             source = SDK_PATH.read_bytes()
@@ -159,15 +202,37 @@ def _build_api(app: CollectorApp) -> FastAPI:
 
 def _collect_openapi() -> dict[str, Any]:
     """Describe the collect endpoints, which the fast handler serves outside FastAPI's router."""
+    field_error = {
+        "type": "object",
+        "required": ["field", "message"],
+        "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+    }
+    rejection = {
+        "type": "object",
+        "required": ["index", "event_id", "errors"],
+        "properties": {
+            "index": {"type": "integer", "minimum": 0},
+            "event_id": {"type": ["string", "null"]},
+            "errors": {"type": "array", "minItems": 1, "items": field_error},
+        },
+    }
     report = {
         "type": "object",
         "required": ["accepted", "rejected"],
         "properties": {
             "accepted": {"type": "integer", "minimum": 0},
-            "rejected": {"type": "array", "items": {"type": "object"}},
+            "rejected": {"type": "array", "items": rejection},
         },
     }
     error = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+
+    retry_after = {
+        "Retry-After": {
+            "description": "Seconds to wait before sending again",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    }
 
     def json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
         return {"description": description, "content": {"application/json": {"schema": schema}}}
@@ -194,8 +259,8 @@ def _collect_openapi() -> dict[str, Any]:
         "413": json_response("Body, event or event count over its limit", error),
         "415": json_response("Unsupported Content-Type or Content-Encoding", error),
         "422": json_response("Every event failed validation", report),
-        "429": json_response("Rate limited", error),
-        "503": json_response("Sink unavailable or overloaded", error),
+        "429": {**json_response("Rate limited", error), "headers": retry_after},
+        "503": {**json_response("Sink unavailable or overloaded", error), "headers": retry_after},
     }
     key_parameters = [
         {"name": "key", "in": "query", "required": False, "schema": {"type": "string"}},

@@ -53,6 +53,8 @@ _BASE_HEADERS = [
     (b"vary", b"Origin"),
 ]
 _request_ids = itertools.count(1)
+# Longest User-Agent kept and checked for bots, in characters.
+MAX_USER_AGENT = 1024
 
 
 class ClientDisconnected(Exception):
@@ -295,11 +297,14 @@ class CollectHandler:
             rate_headers = await self.limiter.check(entry, address, max(parsed.count, 1))
 
         agent = _header_text(user_agent)
+        if agent is not None:
+            # Truncated before the cached bot check: uvicorn passes headers of megabytes.
+            agent = agent[:MAX_USER_AGENT]
         if privacy and settings.privacy_signals_drop:
             stored_ip, stored_agent = None, None
         else:
             stored_ip = truncate_ip(address, settings.ip_truncation) if address else None
-            stored_agent = agent[:1024] if agent else None
+            stored_agent = agent
         request = RequestContext(
             received_at=datetime.now(UTC),
             key_id=entry.id,

@@ -131,6 +131,13 @@ def build_row(
     if received_at - corrected > max_past:
         raise TimeRangeError(f"occurred_at is more than {max_past.days} days in the past")
 
+    try:
+        occurred_utc = _utc(occurred_at)
+        sent_utc = _utc(sent_at) if sent_at is not None else None
+    except OverflowError:
+        # A UTC offset moves a timestamp at the edge of years 1-9999 out of range.
+        raise TimeRangeError("occurred_at or sent_at is outside years 1-9999 in UTC") from None
+
     row = event.model_dump()
     properties = row["properties"]
     for name in [name for name, value in properties.items() if value is None]:
@@ -139,8 +146,8 @@ def build_row(
     if amount is not None:
         # Exact decimal as a string, so no float rounding happens on the way to NUMERIC.
         properties["amount"] = format(amount, "f")
-    row["occurred_at"] = _utc(occurred_at)
-    row["sent_at"] = _utc(sent_at) if sent_at is not None else None
+    row["occurred_at"] = occurred_utc
+    row["sent_at"] = sent_utc
     row["received_at"] = received_at
     row["occurred_at_corrected"] = _utc(corrected)
     row["key_id"] = request.key_id

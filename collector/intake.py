@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import orjson
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from collector.models import EVENT_ADAPTER, EVENT_MODELS, EVENT_NAMES, Event, Timestamp
@@ -127,6 +128,15 @@ def _parse_slow(body: bytes, max_events: int, max_event_bytes: int) -> ParsedBod
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BodyError(400, f"the body is not valid JSON: {exc}") from None
+    if isinstance(document, (list, dict)):
+        # orjson reads integers beyond 64 bits as floats, which would change an amount, so the
+        # values are read again with pydantic's parser, which keeps them exact. orjson has
+        # already rejected NaN, infinities, lone surrogates and invalid UTF-8.
+        try:
+            document = pydantic_core.from_json(body)
+        except ValueError:
+            # Nested deeper than from_json's 200 levels, which no valid event is.
+            pass
 
     parsed = ParsedBody()
     if isinstance(document, list):
@@ -158,8 +168,8 @@ def _parse_slow(body: bytes, max_events: int, max_event_bytes: int) -> ParsedBod
             )
             continue
         try:
-            raw = orjson.dumps(item)
-        except (TypeError, orjson.JSONEncodeError):
+            raw = _dump_item(item)
+        except (TypeError, ValueError, orjson.JSONEncodeError):
             # orjson reads 1024 levels of nesting but writes at most 255.
             message = "the event is nested too deeply"
             parsed.rejected.append(Rejection(index, event_id, [{"field": "", "message": message}]))
@@ -177,17 +187,25 @@ def _parse_slow(body: bytes, max_events: int, max_event_bytes: int) -> ParsedBod
     return parsed
 
 
-def _dump(item: object) -> bytes | None:
+def _dump_item(item: object) -> bytes:
     try:
         return orjson.dumps(item)
-    except (TypeError, orjson.JSONEncodeError):
+    except orjson.JSONEncodeError:
+        # Integers beyond 64 bits, which orjson cannot write; pydantic can.
+        return pydantic_core.to_json(item)
+
+
+def _dump(item: object) -> bytes | None:
+    try:
+        return _dump_item(item)
+    except (TypeError, ValueError, orjson.JSONEncodeError):
         return None
 
 
 def _check_batch_fields(document: dict[str, Any], parsed: ParsedBody) -> None:
     unknown = sorted(set(document) - {"sent_at", "key", "events"})
     if unknown:
-        raise BodyError(400, f"{_echo(unknown[0])}: unknown batch field")
+        raise BodyError(400, "unknown batch field: a batch object has only sent_at, key and events")
     fields = _dump({**document, "events": []})
     if fields is None:
         raise BodyError(400, "the batch fields are nested too deeply")

@@ -1,4 +1,4 @@
-"""Client event models: the shared envelope and the eleven event kinds.
+"""Client event models: the shared envelope and the ten event kinds.
 
 The models are strict: JSON strings are not coerced to numbers, unknown keys are rejected,
 and timestamps must carry a UTC offset. One discriminated union on ``event_name`` picks the

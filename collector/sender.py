@@ -115,7 +115,7 @@ async def _post(
                 break
         if attempt < retries:
             delay = float(wait) if wait and wait.isdigit() else min(8.0, 0.25 * 2**attempt)
-            await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter
+            await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311  # nosec B311  # jitter
     result.failed += count
 
 

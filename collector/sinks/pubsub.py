@@ -603,7 +603,7 @@ class PubSubSink(Sink):
             if main_topic:
                 self._set_ready(False, f"Publish failed: {error}")
             remaining = deadline - loop.time()
-            delay = backoff * (0.5 + random.random() / 2)  # noqa: S311 - jitter only
+            delay = backoff * (0.5 + random.random() / 2)  # noqa: S311  # nosec B311  # jitter only
             if remaining <= delay:
                 log.error(
                     "Pub/Sub batch failed; retries ran out of time",

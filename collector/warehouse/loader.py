@@ -121,7 +121,7 @@ def _load_file(
 def _start_offset(connection: duckdb.DuckDBPyConnection, path: Path) -> int:
     """Return where to resume reading ``path``: the stored offset, or 0 if it is unusable."""
     row = connection.execute(
-        f"SELECT loaded_bytes FROM {STATE_TABLE} WHERE file_name = ?",  # noqa: S608 - constant
+        f"SELECT loaded_bytes FROM {STATE_TABLE} WHERE file_name = ?",  # noqa: S608  # nosec B608  # constant
         [path.name],
     ).fetchone()
     if row is None:
@@ -303,5 +303,5 @@ _CONVERT_ROW = "SELECT * FROM read_json(?, format = 'newline_delimited', columns
 
 
 def _count(connection: duckdb.DuckDBPyConnection) -> int:
-    row = connection.execute(f"SELECT count(*) FROM {RAW_TABLE}").fetchone()  # noqa: S608
+    row = connection.execute(f"SELECT count(*) FROM {RAW_TABLE}").fetchone()  # noqa: S608  # nosec B608
     return int(row[0]) if row else 0
