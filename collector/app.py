@@ -119,6 +119,7 @@ def _build_api(app: CollectorApp) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await app.sink.start()
+        app.handler.deadlines.start()
         if app.limiter is not None:
             await app.limiter.start()
         log.info(
@@ -130,6 +131,7 @@ def _build_api(app: CollectorApp) -> FastAPI:
         finally:
             log.info("collector stopping; flushing the sink")
             await app.sink.close()
+            await app.handler.deadlines.close()
             if app.limiter is not None:
                 await app.limiter.close()
             log.info("collector stopped")

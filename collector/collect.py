@@ -7,7 +7,6 @@ validates the bytes once, enriches, publishes and answers with pre-built headers
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import time
@@ -18,6 +17,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from collector.deadlines import DeadlineExceeded, Deadlines
 from collector.enrich import (
     RequestContext,
     TimeRangeError,
@@ -95,6 +95,7 @@ class CollectHandler:
         self.metrics = metrics
         self.limiter = limiter
         self.inflight = 0
+        self.deadlines = Deadlines()
         self.max_future = timedelta(seconds=settings.max_future_seconds)
         self.max_past = timedelta(days=settings.max_past_days)
         self.retry_after = str(settings.retry_after_seconds).encode()
@@ -251,9 +252,9 @@ class CollectHandler:
             entry = self._authenticate(key_text, from_query, origin)
 
         try:
-            async with asyncio.timeout(settings.body_read_timeout):
+            with self.deadlines.limit(settings.body_read_timeout):
                 body = await _read_body(receive, settings.max_body_bytes)
-        except TimeoutError:
+        except DeadlineExceeded:
             raise Refusal(
                 408,
                 f"the body was not received within {settings.body_read_timeout:g} seconds",
@@ -380,9 +381,9 @@ class CollectHandler:
         self.inflight += count
         self.metrics.inflight_events.inc(count)
         try:
-            async with asyncio.timeout(self.settings.sink_confirm_timeout):
+            with self.deadlines.limit(self.settings.sink_confirm_timeout):
                 await self.sink.publish(messages)
-        except TimeoutError:
+        except DeadlineExceeded:
             self.metrics.sink_errors.labels("timeout").inc()
             raise Refusal(
                 503, "the sink did not confirm in time; retry later", "sink_timeout", retry
