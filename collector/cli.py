@@ -124,6 +124,10 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=7,
         timeout_keep_alive=30,
         limit_concurrency=settings.max_connections,
+        # The collector reads X-Forwarded-For itself (COLLECTOR_TRUSTED_PROXY_HOPS); uvicorn's
+        # proxy-header handling would also trust it from loopback peers and rewrite the client.
+        proxy_headers=False,
+        server_header=False,
     )
     return 0
 
