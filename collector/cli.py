@@ -89,6 +89,7 @@ def _serve(args: argparse.Namespace) -> int:
     from collector.app import create_app
     from collector.devkey import ensure_dev_key
     from collector.logs import configure_logging
+    from collector.server import protocol_for
 
     overrides: dict[str, object] = {}
     if args.host:
@@ -117,13 +118,12 @@ def _serve(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         loop=_best("uvloop", "auto"),
-        http=_best("httptools", "auto"),
+        http=protocol_for(settings),
         log_config=None,
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=7,
         timeout_keep_alive=30,
-        limit_concurrency=settings.max_connections,
         # The collector reads X-Forwarded-For itself (COLLECTOR_TRUSTED_PROXY_HOPS); uvicorn's
         # proxy-header handling would also trust it from loopback peers and rewrite the client.
         proxy_headers=False,

@@ -51,14 +51,17 @@ class Settings(BaseSettings):
 
     # Seconds allowed for reading one request body; a slower client gets 408.
     body_read_timeout: float = Field(default=10.0, gt=0)
-    # Open connections plus requests in progress before uvicorn answers 503 at once.
+    # Seconds a connection may take to send a request's complete headers.
+    header_read_timeout: float = Field(default=10.0, gt=0)
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    # Open connections; a new one beyond this gets 503 with Retry-After and is closed.
     max_connections: int = Field(default=2000, ge=1)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_decompressed_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_event_bytes: int = Field(default=32 * 1024, ge=256)
     max_events_per_request: int = Field(default=500, ge=1)
-    max_future_seconds: float = Field(default=300.0, ge=0)
-    max_past_days: float = Field(default=30.0, gt=0)
+    max_future_seconds: float = Field(default=300.0, ge=0, le=86400)
+    max_past_days: float = Field(default=30.0, gt=0, le=3650)
 
     rate_limit_storage: str = "memory://"
     rate_limit_fail_open: bool = True

@@ -1,0 +1,137 @@
+"""uvicorn's httptools protocol with the connection limits uvicorn lacks.
+
+uvicorn (0.55) closes an idle keep-alive connection after ``timeout_keep_alive``, but it
+never times out a connection that sends no request, or sends its headers slowly, and
+httptools accepts request headers of any size. Behind Google's load balancer the front end
+absorbs such clients; run anywhere else, a few hundred idle sockets would fill the
+connection limit and megabyte headers would grow memory. This protocol adds:
+
+- a header deadline: a connection must deliver a request's complete headers within
+  ``header_timeout`` seconds of opening or of starting the request, else it is closed
+  (with 408 when part of a request arrived);
+- a size cap: a request whose URL and headers pass ``max_header_bytes`` gets 431;
+- a connection cap: beyond ``max_connections`` open connections, a new one gets a JSON 503
+  with Retry-After and is closed, so the process never accepts more work than it can hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from collector.settings import Settings
+
+
+class _HeaderTooLarge(Exception):
+    pass
+
+
+def _response(status: bytes, body: bytes, extra: bytes = b"") -> bytes:
+    return (
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n"
+        b"content-length: "
+        + str(len(body)).encode()
+        + b"\r\nconnection: close\r\n"
+        + extra
+        + b"\r\n"
+        + body
+    )
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """HttpToolsProtocol with a header deadline, a header size cap and a connection cap."""
+
+    header_timeout: float = 10.0
+    max_header_bytes: int = 64 * 1024
+    max_connections: int = 2000
+    retry_after: int = 2
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._header_bytes = 0
+        self._request_started = False
+        self._too_large = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            body = b'{"error": "too many open connections; retry later"}'
+            extra = b"retry-after: " + str(self.retry_after).encode() + b"\r\n"
+            transport.write(_response(b"503 Service Unavailable", body, extra))
+            transport.close()
+            return
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._header_bytes = 0
+        self._request_started = True
+        if self._header_timer is None:
+            self._arm_header_timer()
+
+    def on_url(self, url: bytes) -> None:
+        self._count_header_bytes(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_header_bytes(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._cancel_header_timer()
+        self._request_started = False
+        super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if self._too_large:
+            body = b'{"error": "request headers are larger than %d bytes"}' % self.max_header_bytes
+            self.transport.write(_response(b"431 Request Header Fields Too Large", body))
+            self.transport.close()
+            return
+        super().send_400_response(msg)
+
+    def _count_header_bytes(self, size: int) -> None:
+        self._header_bytes += size
+        if self._header_bytes > self.max_header_bytes:
+            self._too_large = True
+            # httptools wraps this in HttpParserCallbackError; uvicorn then calls
+            # send_400_response, which answers 431 above and closes the connection.
+            raise _HeaderTooLarge
+
+    def _arm_header_timer(self) -> None:
+        self._header_timer = self.loop.call_later(self.header_timeout, self._header_deadline)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_deadline(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing():
+            return
+        if self._request_started:
+            body = b'{"error": "request headers were not received in time"}'
+            self.transport.write(_response(b"408 Request Timeout", body))
+        self.transport.close()
+
+
+def protocol_for(settings: Settings) -> type[GuardedHttpToolsProtocol]:
+    """Return the protocol class configured from ``settings``."""
+    return type(
+        "CollectorHttpProtocol",
+        (GuardedHttpToolsProtocol,),
+        {
+            "header_timeout": settings.header_read_timeout,
+            "max_header_bytes": settings.max_header_bytes,
+            "max_connections": settings.max_connections,
+            "retry_after": settings.retry_after_seconds,
+        },
+    )
