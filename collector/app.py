@@ -47,7 +47,10 @@ def make_sink(settings: Settings) -> Sink:
 
 def load_keys(settings: Settings) -> KeyStore:
     """Load the keys file, or the development keys in the data folder when none is set."""
-    path = settings.keys_file or settings.data_dir / DEV_KEYS_FILE
+    if settings.keys_file is not None:
+        # A configured keys file must exist: starting without keys would refuse every request.
+        return KeyStore.load(settings.keys_file)
+    path = settings.data_dir / DEV_KEYS_FILE
     if not path.exists():
         return KeyStore([])
     return KeyStore.load(path)

@@ -155,20 +155,35 @@ def _schemas(args: argparse.Namespace) -> int:
 def _send(args: argparse.Namespace) -> int:
     from collector.sender import send_file
 
-    result = send_file(
-        args.file,
-        url=args.url,
-        key=args.key,
-        batch_size=args.batch_size,
-        concurrency=args.concurrency,
-        retries=args.retries,
-        progress=not args.quiet,
-    )
+    if not args.file.is_file():
+        print(f"collector: {args.file} is not a file", file=sys.stderr)
+        return 2
+    try:
+        result = send_file(
+            args.file,
+            url=args.url,
+            key=args.key,
+            batch_size=args.batch_size,
+            concurrency=args.concurrency,
+            retries=args.retries,
+            progress=not args.quiet,
+        )
+    except ValueError as exc:
+        print(f"collector: {exc}", file=sys.stderr)
+        return 2
     print(
         f"accepted {result.accepted}, rejected {result.rejected}, "
         f"failed {result.failed} (requests {result.requests})"
     )
-    return 0 if result.failed == 0 else 1
+    for reason in result.reasons:
+        print(f"  rejected: {reason}")
+    if result.rejected and not result.accepted:
+        print(
+            "collector: every event was rejected; the file must hold client events "
+            "(generate_sample_events.py --format client)",
+            file=sys.stderr,
+        )
+    return 0 if result.failed == 0 and (result.accepted or not result.rejected) else 1
 
 
 def _keys_file(args: argparse.Namespace) -> Path:

@@ -18,6 +18,8 @@ from collector.models import EVENT_ADAPTER, EVENT_MODELS, EVENT_NAMES, Event, Ti
 
 # Longest piece of client input that an error message repeats.
 MAX_ECHO = 64
+# Errors reported for one event; an event with more is reported by its first ones.
+MAX_ERRORS = 10
 
 
 class BodyError(Exception):
@@ -238,8 +240,9 @@ def format_errors(exc: ValidationError) -> list[dict[str, str]]:
     messages never include the input value, so secrets and payloads are not echoed.
     """
     result = []
-    for error in exc.errors(include_url=False, include_input=False):
-        location = [str(part) for part in error["loc"]]
+    for error in exc.errors(include_url=False, include_input=False)[:MAX_ERRORS]:
+        # Unknown keys are client input: each part is cut to MAX_ECHO characters.
+        location = [_echo(str(part)) for part in error["loc"]]
         if location and location[0] in EVENT_MODELS:
             location = location[1:]
         context = error.get("ctx") or {}

@@ -7,13 +7,16 @@ model, so each event is validated once, straight from the request bytes.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Annotated, ClassVar, Literal, Self
 from uuid import UUID
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -38,6 +41,8 @@ EVENT_NAMES = (
 )
 
 Id128 = Annotated[str, Field(min_length=1, max_length=128)]
+# Page and chapter numbers: bounded so every value fits BigQuery's INT64 and DuckDB's BIGINT.
+Count = Annotated[int, Field(ge=1, le=10_000_000)]
 ShortText = Annotated[str, Field(max_length=512)]
 UrlText = Annotated[str, Field(max_length=2048)]
 Timestamp = AwareDatetime
@@ -58,7 +63,7 @@ class Content(_Strict):
     author: ShortText | None = None
     genre: Annotated[str, Field(max_length=128)] | None = None
     duration_seconds: NonNegative | None = None
-    page_count: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    page_count: Count | None = None
 
 
 class Context(_Strict):
@@ -83,12 +88,12 @@ class SessionEndProperties(_Strict):
 
 class BookOpenedProperties(_Strict):
     format: Literal["epub", "pdf", "web"] | None = None
-    resume_page: Annotated[int, Field(ge=1)] | None = None
+    resume_page: Count | None = None
 
 
 class PageTurnedProperties(_Strict):
-    page_number: Annotated[int, Field(ge=1)]
-    page_count: Annotated[int, Field(ge=1)]
+    page_number: Count
+    page_count: Count
     direction: Literal["forward", "backward"] | None = None
     seconds_on_page: NonNegative | None = None
 
@@ -112,8 +117,8 @@ class VideoProperties(AudioProperties):
 
 
 class ChapterCompletedProperties(_Strict):
-    chapter_index: Annotated[int, Field(ge=1)]
-    chapter_count: Annotated[int, Field(ge=1)]
+    chapter_index: Count
+    chapter_count: Count
 
     @model_validator(mode="after")
     def _index_within_count(self) -> Self:
@@ -126,9 +131,27 @@ class ChapterCompletedProperties(_Strict):
         return self
 
 
+def _plain_decimal_text(value: object) -> object:
+    # Decimal() also reads " 1 ", "1_000" and non-ASCII digits; a wire format should not.
+    if isinstance(value, str) and not _DECIMAL_TEXT.fullmatch(value):
+        raise PydanticCustomError(
+            "decimal_text", "amount must be a decimal number such as 9.99, without spaces"
+        )
+    return value
+
+
+def _not_nil(value: UUID) -> UUID:
+    if value.int == 0:
+        raise PydanticCustomError("nil_uuid", "event_id must not be the nil UUID")
+    return value
+
+
+_DECIMAL_TEXT = re.compile(r"[0-9]+(\.[0-9]+)?")
+
 # NUMERIC in BigQuery holds 29 integer and 9 fractional digits.
 Amount = Annotated[
     Decimal,
+    BeforeValidator(_plain_decimal_text),
     Field(ge=0, max_digits=38, decimal_places=9, allow_inf_nan=False, strict=False),
 ]
 
@@ -149,7 +172,7 @@ class _Envelope(_Strict):
     content_required: ClassVar[bool] = False
     session_required: ClassVar[bool] = True
 
-    event_id: UUID
+    event_id: Annotated[UUID, AfterValidator(_not_nil)]
     event_name: str
     occurred_at: Timestamp
     sent_at: Timestamp | None = None

@@ -87,6 +87,14 @@ class RateLimiter:
         if self._storage_down_since is not None and time.monotonic() < self._next_attempt:
             return self._storage_unavailable()
         key_limit = self.key_limits.get(entry.id, self.default_key_limit)
+        if cost > key_limit.amount:
+            # Waiting would never help: the request alone is over the whole window.
+            raise Refusal(
+                413,
+                f"the request has {cost} events but key {entry.id} may send at most "
+                f"{key_limit.amount} per {key_limit.get_expiry()} seconds; send smaller batches",
+                "batch_over_rate_limit",
+            )
         windows = self.windows
         if windows is not None:
             if not windows.hit(key_limit, "key", entry.id, cost):

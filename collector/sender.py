@@ -6,7 +6,7 @@ import asyncio
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +24,8 @@ class SendResult:
     rejected: int = 0
     failed: int = 0
     requests: int = 0
+    # The first few rejection reasons, as "field: message".
+    reasons: list[str] = field(default_factory=list)
 
 
 def read_batches(path: Path, batch_size: int) -> list[list[object]]:
@@ -83,7 +85,7 @@ async def _send_all(
         await asyncio.gather(*(worker(client) for _ in range(max(1, concurrency))))
     if progress:
         _draw(result, total, started)
-        print(file=sys.stderr)
+        sys.stderr.write("\n")
     return result
 
 
@@ -108,6 +110,11 @@ async def _post(
                 report = response.json()
                 result.accepted += report["accepted"]
                 result.rejected += len(report["rejected"])
+                for item in report["rejected"]:
+                    if len(result.reasons) >= 5:
+                        break
+                    error = item["errors"][0] if item["errors"] else {"field": "", "message": ""}
+                    result.reasons.append(f"{error['field']}: {error['message']}")
                 return
             wait = response.headers.get("retry-after")
             if status not in RETRY_STATUSES:
@@ -124,6 +131,8 @@ def _now() -> str:
 
 
 def _draw(result: SendResult, total: int, started: float) -> None:
+    if not sys.stderr.isatty():
+        return
     done = result.accepted + result.rejected + result.failed
     width = 30
     filled = int(width * done / total) if total else width

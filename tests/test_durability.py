@@ -147,7 +147,14 @@ def test_dev_full_write_gives_error(tmp_path: Path) -> None:
         except SinkUnavailable:
             failed = True
         ready_after_failure = sink.ready
+        # The disk works again: after the retry pause the sink reports ready and writes.
+        if sink._fd is not None:
+            os.close(sink._fd)
+            sink._fd = None
+        sink._failed_at -= 2
+        recovered = sink.ready
+        await sink.publish([Message(b'{"n":2}', "x")])
         await sink.close()
-        return failed and not ready_after_failure
+        return failed and not ready_after_failure and recovered
 
     assert asyncio.run(run())

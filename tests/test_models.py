@@ -303,3 +303,27 @@ def test_clock_overflow_is_rejection_not_crash() -> None:
     request = RequestContext(datetime.now(UTC), "k", None, None, False)
     with pytest.raises(TimeRangeError):
         build_row(parsed.events[0][1], None, request, timedelta(minutes=5), timedelta(days=30))
+
+
+@pytest.mark.parametrize("amount", [" 1 ", "1_000", "\u0661\u0662", "1e5", "-0", ""])
+def test_amount_text_must_be_plain_decimal(amount: str) -> None:
+    event = with_value(make_event("purchase"), amount, "properties", "amount")
+    assert "properties.amount" in rejected_fields(event)
+
+
+def test_nil_event_id_rejected() -> None:
+    event = make_event(event_id="00000000-0000-0000-0000-000000000000")
+    assert "event_id" in rejected_fields(event)
+
+
+@pytest.mark.parametrize("value", [2**63, 10**19, 10_000_001])
+def test_page_number_bounded(value: int) -> None:
+    event = with_value(make_event(), value, "properties", "page_number")
+    event["properties"]["page_count"] = value
+    assert "properties.page_number" in rejected_fields(event)
+
+
+def test_unknown_field_name_echo_is_cut() -> None:
+    event = with_value(make_event(), 1, "properties", "k" * 20_000)
+    fields = rejected_fields(event)
+    assert all(len(field) < 100 for field in fields)

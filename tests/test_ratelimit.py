@@ -188,3 +188,12 @@ def test_redis_outage_fail_closed(
     response = send(collector.url, small, 1)
     assert response.status_code == 503
     assert "retry-after" in response.headers
+
+
+def test_batch_larger_than_key_limit_is_413(start_collector: Any, limited_keys: tuple) -> None:
+    path, small, _ = limited_keys
+    collector = start_collector({"COLLECTOR_KEYS_FILE": str(path)})
+    response = send(collector.url, small, 31)
+    assert response.status_code == 413
+    assert "retry-after" not in response.headers
+    assert send(collector.url, small, 30).status_code == 200

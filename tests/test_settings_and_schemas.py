@@ -80,3 +80,21 @@ def test_bigquery_schema_columns() -> None:
     assert content["type"] == "RECORD"
     assert {field["name"] for field in content["fields"]} >= {"content_id", "content_type"}
     assert json.loads(render()[JSON_SCHEMA_FILE])["discriminator"]["propertyName"] == "event_name"
+
+
+def test_serve_exits_on_missing_keys_file(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "COLLECTOR_KEYS_FILE": str(tmp_path / "missing.json"),
+        "PYTHONPATH": str(ROOT),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "collector.cli", "serve"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "missing.json" in result.stderr

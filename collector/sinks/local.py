@@ -18,6 +18,8 @@ from collector.sinks.base import Message, Sink, SinkUnavailable
 log = logging.getLogger("collector.sinks.local")
 
 EVENTS_FOLDER = "events"
+# Seconds after a failed write before the sink reports ready and tries writing again.
+RETRY_SECONDS = 1.0
 
 
 class LocalFileSink(Sink):
@@ -45,11 +47,19 @@ class LocalFileSink(Sink):
         self._size = 0
         self._sequence = 0
         self._ready = False
+        self._failed_at = time.monotonic()
         self._closing = False
 
     @property
     def ready(self) -> bool:
-        return self._ready and not self._closing
+        """True while writes succeed, and again RETRY_SECONDS after a failed write.
+
+        Reporting ready again lets the next request try a write, so a disk that has space
+        again, or a new file after rotation, brings the sink back without a restart.
+        """
+        if self._closing:
+            return False
+        return self._ready or time.monotonic() - self._failed_at >= RETRY_SECONDS
 
     @property
     def current_path(self) -> Path | None:
@@ -109,6 +119,7 @@ class LocalFileSink(Sink):
                 await loop.run_in_executor(None, self._write_sync, payload)
             except OSError as exc:
                 self._ready = False
+                self._failed_at = time.monotonic()
                 log.error(
                     "local sink write failed; requests get 503",
                     extra={"path": str(self._path), "bytes": len(payload), "error": str(exc)},

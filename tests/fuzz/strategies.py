@@ -36,7 +36,9 @@ CONTEXT_TEXT_MAX = {
     "app_version": 64,
     "user_agent": 1024,
 }
-CONTENT_PAGE_COUNT_MAX = 1_000_000
+CONTENT_PAGE_COUNT_MAX = 10_000_000
+# Largest page or chapter number the models accept.
+COUNT_MAX = 10_000_000
 PLAN_MAX = 128
 QUALITY_MAX = 32
 PLAYBACK_RATE = (0.25, 4.0)
@@ -109,7 +111,9 @@ def ids() -> st.SearchStrategy[str]:
 
 def event_ids() -> st.SearchStrategy[str]:
     """Draw UUIDs in the spellings pydantic accepts: hyphens, none, braces or urn prefix."""
-    return st.tuples(st.uuids(), st.integers(0, 4)).map(_spell_uuid)
+    return st.tuples(st.uuids().filter(lambda value: value.int != 0), st.integers(0, 4)).map(
+        _spell_uuid
+    )
 
 
 def _spell_uuid(pair: tuple[uuid.UUID, int]) -> str:
@@ -189,8 +193,8 @@ def positive() -> st.SearchStrategy[float | int]:
 
 
 def counts() -> st.SearchStrategy[int]:
-    """Draw integers >= 1, mostly small, sometimes up to the signed 64-bit maximum."""
-    return st.one_of(st.integers(1, 2000), st.integers(1, INT64_MAX))
+    """Draw page and chapter numbers: mostly small, sometimes up to the models' maximum."""
+    return st.one_of(st.integers(1, 2000), st.integers(1, COUNT_MAX))
 
 
 @dataclass(frozen=True)
