@@ -196,6 +196,8 @@ def _keys_file(args: argparse.Namespace) -> Path:
 
 
 def _keys_create(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from collector.keys import KeysFileError, add_key
 
     path = _keys_file(args)
@@ -204,6 +206,12 @@ def _keys_create(args: argparse.Namespace) -> int:
         return 2
     try:
         key = add_key(path, args.id, args.kind, args.origin, args.rate_limit, args.event)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        print(f"collector: invalid {where}: {message}", file=sys.stderr)
+        return 2
     except (KeysFileError, ValueError) as exc:
         print(f"collector: {exc}", file=sys.stderr)
         return 2

@@ -48,13 +48,14 @@ class KeyEntry(BaseModel):
     @field_validator("origins")
     @classmethod
     def _check_origins(cls, origins: list[str]) -> list[str]:
+        origins = [origin.rstrip("/") for origin in origins]
         for origin in origins:
             if origin != "*" and not _ORIGIN.match(origin):
                 raise ValueError(
                     f"origin {origin[:80]!r} must be scheme://host[:port], optionally "
                     "with a leading *. for subdomains, or *"
                 )
-        return [origin.lower().rstrip("/") for origin in origins]
+        return [origin.lower() for origin in origins]
 
     @field_validator("rate_limit")
     @classmethod

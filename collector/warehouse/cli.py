@@ -66,7 +66,7 @@ def add_commands(commands: Any) -> None:
     )
     demo.add_argument("--port", type=int, default=0, help="loopback port (default: a free one)")
     demo.add_argument("--days", type=int, default=3, help="days of sample activity (default 3)")
-    demo.add_argument("--users", type=int, default=30, help="sample users (default 30)")
+    demo.add_argument("--users", type=_positive, default=30, help="sample users (default 30)")
     demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     demo.add_argument("--folder", type=Path, help="where to write (default: a new temp folder)")
     demo.set_defaults(run=_demo)
@@ -194,3 +194,10 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"report: {result.report}")
     print(f"open it with: xdg-open {result.report}  (or your browser's File > Open)")
     return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
