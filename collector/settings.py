@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     ip_truncation: Literal["truncate", "full", "none"] = "truncate"
     privacy_signals_drop: bool = False
     cors_max_age: int = Field(default=7200, ge=0)
+    # Freeze start-up objects and raise the first GC threshold (see docs/benchmarks.md).
+    gc_tuning: bool = True
 
     # Warehouse runner on BigQuery (collector warehouse run --target bigquery).
     bigquery_project: str | None = None
