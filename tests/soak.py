@@ -565,6 +565,7 @@ class Outcome:
     args: argparse.Namespace
     command: str
     started_at: datetime
+    code: str
     seconds: float = 0.0
     samples: list[Sample] = field(default_factory=list)
     statuses: collections.Counter[tuple[str, int]] = field(default_factory=collections.Counter)
@@ -586,7 +587,8 @@ class Outcome:
 
 
 def run(args: argparse.Namespace) -> Outcome:
-    outcome = Outcome(args, "python tests/soak.py " + " ".join(sys.argv[1:]), datetime.now(UTC))
+    command = "python tests/soak.py " + " ".join(sys.argv[1:])
+    outcome = Outcome(args, command, datetime.now(UTC), describe_code())
     own_folder = args.folder is None
     folder = Path(tempfile.mkdtemp(prefix="soak-")) if own_folder else args.folder
     folder.mkdir(parents=True, exist_ok=True)
@@ -755,12 +757,33 @@ def format_report(outcome: Outcome) -> str:
     return "\n\n".join(sections) + "\n"
 
 
+def describe_code() -> str:
+    """Return the checked-out commit, and whether tracked files differ from it."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        changes = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git checkout"
+    return f"commit {commit}" + (" with uncommitted changes" if changes else "")
+
+
 def _format_header(outcome: Outcome) -> str:
     args = outcome.args
     return (
         f"### {args.sink} sink, {outcome.seconds / 60:.1f} minutes, "
         f"{outcome.started_at:%Y-%m-%d %H:%M} UTC\n\n"
         f"Command: `{outcome.command}`\n\n"
+        f"Code: {outcome.code}.\n\n"
         f"Machine: {os.cpu_count()} CPUs, Linux {platform.release()}, "
         f"Python {platform.python_version()}. Traffic: {args.rate:g} requests/s from "
         f"{args.threads} threads, faults every {args.fault_period:g} s, "
