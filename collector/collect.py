@@ -2,7 +2,7 @@
 
 ``POST /collect`` and ``POST /debug/collect`` are the hot path, so they bypass FastAPI's
 request objects and per-request middleware: the handler reads the raw body with its limits,
-validates the bytes once, enriches, publishes and answers with pre-built headers.
+validates the bytes once, enriches, publishes and responds with pre-built headers.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class Refusal(Exception):
 
 
 class CollectHandler:
-    """Answer OPTIONS and POST on the collect paths."""
+    """Handle OPTIONS and POST on the collect paths."""
 
     def __init__(
         self,
@@ -432,7 +432,7 @@ def _rejection(index: int, event: Any, field: str, message: str) -> Rejection:
     return Rejection(index, str(event.event_id), [{"field": field, "message": message}], payload)
 
 
-# Longest piece of a rejected event kept in its dead-letter record.
+# Maximum bytes of a rejected event kept in its dead-letter record.
 DEAD_LETTER_PAYLOAD_BYTES = 4096
 
 

@@ -82,7 +82,7 @@ def client_address(forwarded_for: str | None, peer: str | None, trusted_hops: in
 
 @dataclass(slots=True, frozen=True)
 class RequestContext:
-    """What the server knows about the request, shared by all of its events."""
+    """Server-side facts about the request, shared by all of its events."""
 
     received_at: datetime
     key_id: str

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from collector.models import EVENT_ADAPTER, EVENT_MODELS, EVENT_NAMES, Event, Timestamp
 
-# Longest piece of client input that an error message repeats.
+# Maximum characters of client input that an error message repeats.
 MAX_ECHO = 64
 # Errors reported for one event; an event with more is reported by its first ones.
 MAX_ERRORS = 10

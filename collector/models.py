@@ -67,7 +67,7 @@ class Content(_Strict):
 
 
 class Context(_Strict):
-    """Where the event happened, as the client reports it."""
+    """Page and device context of the event, as the client reports it."""
 
     page_url: UrlText | None = None
     referrer: UrlText | None = None
@@ -148,7 +148,7 @@ def _not_nil(value: UUID) -> UUID:
 
 _DECIMAL_TEXT = re.compile(r"[0-9]+(\.[0-9]+)?")
 
-# NUMERIC in BigQuery holds 29 integer and 9 fractional digits.
+# BigQuery NUMERIC has 29 integer and 9 fractional digits.
 Amount = Annotated[
     Decimal,
     BeforeValidator(_plain_decimal_text),

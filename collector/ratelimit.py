@@ -154,7 +154,7 @@ class RateLimiter:
             self._storage_down_since = now
             self.metrics.rate_limit_storage_up.set(0)
             log.error(
-                "rate-limit storage failed; limits are %s until it answers again",
+                "rate-limit storage failed; limits are %s until it responds again",
                 "off (fail open)" if self.fail_open else "refusing requests (fail closed)",
                 extra={"error": type(exc).__name__},
             )
@@ -185,7 +185,7 @@ class LocalWindows:
     """Fixed-window counters for one process, for ``memory://`` storage.
 
     The ``limits`` library's MemoryStorage locks each key and starts a timer thread every
-    10 ms to expire counters; measured here that cost about 10 µs per hit. The event loop is
+    10 ms to expire counters, which cost about 10 µs per hit when measured here. The event loop is
     single-threaded, so a dict of (window number, count) pairs does the same counting.
     Windows are aligned to multiples of their length since the epoch.
     """

@@ -80,7 +80,7 @@ def _record_fields(model: Any) -> list[dict[str, Any]]:
 
 
 def bigquery_schema() -> list[dict[str, Any]]:
-    """The raw table schema in the JSON form that ``bq load`` and Terraform take."""
+    """Return the raw table schema in the JSON form that ``bq load`` and Terraform take."""
     columns = []
     for name in ROW_COLUMNS:
         if name == "content":
@@ -112,7 +112,7 @@ def bigquery_schema() -> list[dict[str, Any]]:
 
 
 def event_json_schema() -> dict[str, Any]:
-    """The JSON Schema of one client event (the discriminated union on event_name)."""
+    """Return the JSON Schema of one client event (the discriminated union on event_name)."""
     schema = EVENT_ADAPTER.json_schema()
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -102,7 +102,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._header_bytes > self.max_header_bytes:
             self._too_large = True
             # httptools wraps this in HttpParserCallbackError; uvicorn then calls
-            # send_400_response, which answers 431 above and closes the connection.
+            # send_400_response, which responds 431 above and closes the connection.
             raise _HeaderTooLarge
 
     def _arm_header_timer(self) -> None:

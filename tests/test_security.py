@@ -378,7 +378,7 @@ def test_user_agents_do_not_grow_memory(collector: CollectorProcess, keys: Keys)
 
 
 def test_bandit_finds_nothing() -> None:
-    """bandit passes on the package; each accepted finding is answered in place with nosec."""
+    """bandit passes on the package; each accepted finding has a nosec comment with its reason."""
     import shutil
     import subprocess
     import sys

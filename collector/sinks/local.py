@@ -1,4 +1,4 @@
-"""Local sink: newline-delimited JSON files, flushed and fsynced before a request is answered.
+"""Local sink: newline-delimited JSON files, flushed and fsynced before a request gets its response.
 
 Concurrent requests share one write and one fsync (group commit): a single writer task takes
 everything queued since its last write, appends it, fsyncs, then confirms every waiting

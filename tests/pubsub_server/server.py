@@ -545,7 +545,7 @@ class _IamService:
                 or request.resource in self._store.subscriptions
             )
         if not exists:
-            # The IAM API answers a missing resource with an empty permission list.
+            # The IAM API returns an empty permission list for a missing resource.
             return iam_policy_pb2.TestIamPermissionsResponse(permissions=[])
         return iam_policy_pb2.TestIamPermissionsResponse(permissions=list(request.permissions))
 
