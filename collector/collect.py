@@ -17,14 +17,14 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from collector import fastpath
 from collector.deadlines import DeadlineExceeded, Deadlines
 from collector.enrich import (
     RequestContext,
     TimeRangeError,
-    build_row,
     client_address,
-    encode_row,
     is_bot,
+    row_json,
     truncate_ip,
 )
 from collector.intake import BodyError, Rejection, parse_body
@@ -318,10 +318,9 @@ class CollectHandler:
         rejected = parsed.rejected
         for index, event in parsed.events:
             try:
-                row = build_row(
+                data = row_json(
                     event, parsed.batch_sent_at, request, self.max_future, self.max_past
                 )
-                data = encode_row(row)
             except TimeRangeError as exc:
                 rejected.append(_rejection(index, event, "occurred_at", str(exc)))
                 continue
@@ -428,7 +427,10 @@ def _too_large(what: str, limit: int) -> str:
 
 
 def _rejection(index: int, event: Any, field: str, message: str) -> Rejection:
-    payload = event.model_dump_json().encode()
+    if isinstance(event, fastpath.Event):
+        payload = fastpath.payload(event)
+    else:
+        payload = event.model_dump_json().encode()
     return Rejection(index, str(event.event_id), [{"field": field, "message": message}], payload)
 
 

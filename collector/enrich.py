@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
 import orjson
 
+from collector import fastpath
 from collector.models import SCHEMA_VERSION
 
 # Column order of the published row; schemas/book_media_events.json lists the same columns.
@@ -89,6 +90,22 @@ class RequestContext:
     client_ip: str | None
     user_agent: str | None
     is_bot: bool
+    # The row's server columns as JSON: a comma, then the members, then the closing brace.
+    row_tail: bytes = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        members = orjson.dumps(
+            {
+                "received_at": self.received_at,
+                "key_id": self.key_id,
+                "client_ip": self.client_ip,
+                "user_agent": self.user_agent,
+                "is_bot": self.is_bot,
+                "schema_version": SCHEMA_VERSION,
+            },
+            option=orjson.OPT_UTC_Z,
+        )
+        object.__setattr__(self, "row_tail", b"," + members[1:])
 
 
 class TimeRangeError(ValueError):
@@ -100,21 +117,18 @@ def _utc(value: datetime) -> datetime:
     return value if not offset else value.astimezone(UTC)
 
 
-def build_row(
-    event: Any,
-    batch_sent_at: datetime | None,
-    request: RequestContext,
+def corrected_time(
+    occurred_at: datetime,
+    sent_at: datetime | None,
+    received_at: datetime,
     max_future: timedelta,
     max_past: timedelta,
-) -> dict[str, Any]:
-    """Return the raw row for one validated event, with datetimes still as objects.
+) -> datetime:
+    """Return ``occurred_at`` moved by the client's clock skew (``received_at - sent_at``).
 
-    Raises TimeRangeError when the skew-corrected time is more than ``max_future`` ahead of
-    or ``max_past`` behind the server clock.
+    Raises TimeRangeError when the corrected time is more than ``max_future`` ahead of or
+    ``max_past`` behind the server clock.
     """
-    sent_at = event.sent_at or batch_sent_at
-    received_at = request.received_at
-    occurred_at = event.occurred_at
     if sent_at is not None:
         try:
             corrected = received_at - (sent_at - occurred_at)
@@ -130,13 +144,59 @@ def build_row(
         )
     if received_at - corrected > max_past:
         raise TimeRangeError(f"occurred_at is more than {max_past.days} days in the past")
+    return corrected
 
+
+_OUTSIDE_UTC = "occurred_at or sent_at is outside years 1-9999 in UTC"
+
+
+def row_json(
+    event: Any,
+    batch_sent_at: datetime | None,
+    request: RequestContext,
+    max_future: timedelta,
+    max_past: timedelta,
+) -> bytes:
+    """Return the published raw row of one validated event, a fast-path struct or a model.
+
+    Raises TimeRangeError as ``corrected_time`` does, and orjson.JSONEncodeError for text
+    that cannot be written as JSON.
+    """
+    if isinstance(event, fastpath.Event):
+        sent_at = event.sent_at or batch_sent_at
+        corrected = corrected_time(
+            event.occurred_at, sent_at, request.received_at, max_future, max_past
+        )
+        try:
+            head = fastpath.encode_event(event, sent_at, corrected)
+        except OverflowError:
+            # A UTC offset moves a timestamp at the edge of years 1-9999 out of range.
+            raise TimeRangeError(_OUTSIDE_UTC) from None
+        return head + request.row_tail
+    return encode_row(build_row(event, batch_sent_at, request, max_future, max_past))
+
+
+def build_row(
+    event: Any,
+    batch_sent_at: datetime | None,
+    request: RequestContext,
+    max_future: timedelta,
+    max_past: timedelta,
+) -> dict[str, Any]:
+    """Return the raw row for one event validated by the models, with datetimes as objects.
+
+    Raises TimeRangeError as ``corrected_time`` does.
+    """
+    sent_at = event.sent_at or batch_sent_at
+    received_at = request.received_at
+    occurred_at = event.occurred_at
+    corrected = corrected_time(occurred_at, sent_at, received_at, max_future, max_past)
     try:
         occurred_utc = _utc(occurred_at)
         sent_utc = _utc(sent_at) if sent_at is not None else None
     except OverflowError:
         # A UTC offset moves a timestamp at the edge of years 1-9999 out of range.
-        raise TimeRangeError("occurred_at or sent_at is outside years 1-9999 in UTC") from None
+        raise TimeRangeError(_OUTSIDE_UTC) from None
 
     row = event.model_dump()
     properties = row["properties"]

@@ -1,8 +1,10 @@
 """Turn a request body into validated events and per-event rejections.
 
-The hot path validates the whole body with one pydantic ``validate_json`` call. Only when
-that fails does the slow path parse the body with orjson and validate each event on its own,
-so that valid events are still accepted and every rejection names its field.
+The hot path decodes the whole body with the msgspec structs of ``collector.fastpath``. A
+body they reject is validated with one pydantic ``validate_json`` call against the models,
+and only when that fails does the slow path parse the body with orjson and validate each
+event on its own, so that valid events are still accepted and every rejection names its
+field.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import orjson
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from collector import fastpath
 from collector.models import EVENT_ADAPTER, EVENT_MODELS, EVENT_NAMES, Event, Timestamp
 
 # Maximum characters of client input that an error message repeats.
@@ -80,6 +83,20 @@ def parse_body(body: bytes, max_events: int, max_event_bytes: int) -> ParsedBody
         if start == 0x7B and b'"events"' not in body:
             raise BodyError(413, f"the event is larger than {max_event_bytes} bytes")
         return _parse_slow(body, max_events, max_event_bytes)
+    if start in (0x5B, 0x7B):  # "[" or "{"
+        fast = fastpath.decode(body, start)
+        if fast is not None:
+            decoded, sent_at, key = fast
+            if not decoded:
+                raise BodyError(400, "the request contains no events")
+            if len(decoded) > max_events:
+                raise _too_many(len(decoded), max_events)
+            return ParsedBody(
+                events=list(enumerate(decoded)),
+                batch_sent_at=sent_at,
+                batch_key=key,
+                count=len(decoded),
+            )
     if start == 0x5B:  # "["
         try:
             events = _LIST_ADAPTER.validate_json(body)

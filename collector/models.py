@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
-from typing import Annotated, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 from uuid import UUID
 
 from pydantic import (
@@ -48,6 +48,55 @@ UrlText = Annotated[str, Field(max_length=2048)]
 Timestamp = AwareDatetime
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+# Rules across fields. They take any object with the models' attribute names, so the msgspec
+# structs of collector.fastpath apply the same rules as the models.
+
+
+def page_range_error(properties: Any) -> PydanticCustomError | None:
+    """page_number must not pass page_count."""
+    if properties.page_number > properties.page_count:
+        return PydanticCustomError(
+            "page_range", "page_number must be <= page_count", {"field": "page_number"}
+        )
+    return None
+
+
+def chapter_range_error(properties: Any) -> PydanticCustomError | None:
+    """chapter_index must not pass chapter_count."""
+    if properties.chapter_index > properties.chapter_count:
+        return PydanticCustomError(
+            "chapter_range",
+            "chapter_index must be <= chapter_count",
+            {"field": "chapter_index"},
+        )
+    return None
+
+
+def envelope_error(event: Any) -> PydanticCustomError | None:
+    """An identity, a session where the kind needs one, and content of the kind's types."""
+    if event.user_id is None and event.anonymous_id is None:
+        return PydanticCustomError(
+            "missing_identity", "user_id or anonymous_id is required", {"field": "user_id"}
+        )
+    if event.session_id is None and event.session_required:
+        return PydanticCustomError(
+            "missing_session", "session_id is required", {"field": "session_id"}
+        )
+    if event.content is None:
+        if event.content_required:
+            return PydanticCustomError(
+                "missing_content", "content is required", {"field": "content"}
+            )
+    elif event.content_types is not None and event.content.content_type not in event.content_types:
+        allowed = " or ".join(sorted(event.content_types))
+        return PydanticCustomError(
+            "content_type",
+            "content_type must be {allowed} for {event_name}",
+            {"field": "content.content_type", "allowed": allowed, "event_name": event.event_name},
+        )
+    return None
 
 
 class _Strict(BaseModel):
@@ -99,10 +148,9 @@ class PageTurnedProperties(_Strict):
 
     @model_validator(mode="after")
     def _page_within_count(self) -> Self:
-        if self.page_number > self.page_count:
-            raise PydanticCustomError(
-                "page_range", "page_number must be <= page_count", {"field": "page_number"}
-            )
+        error = page_range_error(self)
+        if error is not None:
+            raise error
         return self
 
 
@@ -122,12 +170,9 @@ class ChapterCompletedProperties(_Strict):
 
     @model_validator(mode="after")
     def _index_within_count(self) -> Self:
-        if self.chapter_index > self.chapter_count:
-            raise PydanticCustomError(
-                "chapter_range",
-                "chapter_index must be <= chapter_count",
-                {"field": "chapter_index"},
-            )
+        error = chapter_range_error(self)
+        if error is not None:
+            raise error
         return self
 
 
@@ -184,30 +229,9 @@ class _Envelope(_Strict):
 
     @model_validator(mode="after")
     def _check_envelope(self) -> Self:
-        if self.user_id is None and self.anonymous_id is None:
-            raise PydanticCustomError(
-                "missing_identity", "user_id or anonymous_id is required", {"field": "user_id"}
-            )
-        if self.session_id is None and self.session_required:
-            raise PydanticCustomError(
-                "missing_session", "session_id is required", {"field": "session_id"}
-            )
-        if self.content is None:
-            if self.content_required:
-                raise PydanticCustomError(
-                    "missing_content", "content is required", {"field": "content"}
-                )
-        elif self.content_types is not None and self.content.content_type not in self.content_types:
-            allowed = " or ".join(sorted(self.content_types))
-            raise PydanticCustomError(
-                "content_type",
-                "content_type must be {allowed} for {event_name}",
-                {
-                    "field": "content.content_type",
-                    "allowed": allowed,
-                    "event_name": self.event_name,
-                },
-            )
+        error = envelope_error(self)
+        if error is not None:
+            raise error
         return self
 
 

@@ -296,13 +296,13 @@ def test_deeply_nested_event_rejected() -> None:
 def test_clock_overflow_is_rejection_not_crash() -> None:
     from datetime import UTC, datetime, timedelta
 
-    from collector.enrich import RequestContext, TimeRangeError, build_row
+    from collector.enrich import RequestContext, TimeRangeError, row_json
 
     event = make_event(occurred_at="0001-01-01T00:00:00Z", sent_at="9999-12-31T00:00:00Z")
     parsed = parse(event)
     request = RequestContext(datetime.now(UTC), "k", None, None, False)
     with pytest.raises(TimeRangeError):
-        build_row(parsed.events[0][1], None, request, timedelta(minutes=5), timedelta(days=30))
+        row_json(parsed.events[0][1], None, request, timedelta(minutes=5), timedelta(days=30))
 
 
 @pytest.mark.parametrize("amount", [" 1 ", "1_000", "\u0661\u0662", "1e5", "-0", ""])

@@ -7,12 +7,12 @@ The first byte of an input selects how the rest travels; the remaining bytes are
 - bits 1-2: Content-Type ``application/json``, ``text/plain;charset=UTF-8``, none, or
   ``TEXT/PLAIN``;
 - bit 3: through the whole ASGI collect handler with an in-memory sink, instead of calling
-  ``_gunzip``, ``parse_body``, ``build_row`` and ``encode_row`` directly;
+  ``_gunzip``, ``parse_body`` and ``row_json`` directly;
 - bit 4: with the handler, post to ``/debug/collect`` instead of ``/collect``.
 
 Documented outcomes are a BodyError with status 400 or 413, a Refusal with a 4xx status,
-per-event rejections, TimeRangeError from ``build_row``, and JSONEncodeError from
-``encode_row`` (the handler turns both into rejections). Anything else raises
+per-event rejections, and TimeRangeError and JSONEncodeError from
+``row_json`` (the handler turns both into rejections). Anything else raises
 AssertionError or escapes, which atheris reports as a crash with the input saved.
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from collector.collect import CollectHandler, Refusal, _gunzip
-from collector.enrich import RequestContext, TimeRangeError, build_row, encode_row
+from collector.enrich import RequestContext, TimeRangeError, row_json
 from collector.intake import BodyError, ParsedBody, _parse_slow, parse_body
 from collector.keys import KeyEntry, KeyStore, hash_key
 from collector.metrics import Metrics
@@ -39,7 +39,7 @@ HANDLER = 0x08
 DEBUG = 0x10
 
 SERVER_KEY = "sk_fuzz_server_key"
-# Seeds carry times around this instant, so the direct path reaches encode_row. The handler
+# Seeds carry times around this instant, so the direct path reaches the row encoding. The handler
 # path uses the real clock, where the seeds' events fall outside the 30-day window.
 RECEIVED_AT = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
@@ -108,12 +108,8 @@ def _check_direct(body: bytes, gzipped: bool) -> None:
     request = RequestContext(RECEIVED_AT, "fuzz", "127.0.0.0", "fuzz-agent", False)
     for _, event in parsed.events:
         try:
-            row = build_row(event, parsed.batch_sent_at, request, MAX_FUTURE, MAX_PAST)
-        except TimeRangeError:
-            continue
-        try:
-            encode_row(row)
-        except orjson.JSONEncodeError:
+            row_json(event, parsed.batch_sent_at, request, MAX_FUTURE, MAX_PAST)
+        except (TimeRangeError, orjson.JSONEncodeError):
             continue
 
 
@@ -128,11 +124,21 @@ def _check_parsed(parsed: ParsedBody) -> None:
 
 
 def _check_slow_path_agrees(body: bytes, fast: ParsedBody) -> None:
-    """The per-event path must accept the same events with the same values."""
+    """The per-event path must accept the same events and give the same rows."""
     slow = _parse_slow(body, SETTINGS.max_events_per_request, SETTINGS.max_event_bytes)
-    fast_events = [event.model_dump(mode="json") for _, event in fast.events]
-    slow_events = [event.model_dump(mode="json") for _, event in slow.events]
-    assert slow_events == fast_events, "the per-event path changed or dropped an event"
+    assert len(slow.events) == len(fast.events), "the per-event path dropped an event"
+    assert _rows(slow) == _rows(fast), "the per-event path changed an event"
+
+
+def _rows(parsed: ParsedBody) -> list[object]:
+    request = RequestContext(RECEIVED_AT, "fuzz", None, None, False)
+    rows: list[object] = []
+    for _, event in parsed.events:
+        try:
+            rows.append(orjson.loads(row_json(event, None, request, MAX_FUTURE, MAX_PAST)))
+        except (TimeRangeError, orjson.JSONEncodeError) as error:
+            rows.append(type(error).__name__)
+    return rows
 
 
 def _check_handler(body: bytes, gzipped: bool, content_type: bytes | None, debug: bool) -> None:
