@@ -12,6 +12,10 @@ connection limit and megabyte headers would grow memory. This protocol adds:
 - a size cap: a request whose URL and headers pass ``max_header_bytes`` gets 431;
 - a connection cap: beyond ``max_connections`` open connections, a new one gets a JSON 503
   with Retry-After and is closed, so the process never accepts more work than it can hold.
+
+It also writes each response's status line and headers together with the first part of its
+body. uvicorn writes them separately, and on loopback the second socket write cost about
+9 us of CPU per response on the benchmark machine (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from collector.settings import Settings
 
@@ -38,6 +42,77 @@ def _response(status: bytes, body: bytes, extra: bytes = b"") -> bytes:
         + b"\r\n"
         + body
     )
+
+
+class _HeldWrites:
+    """A stand-in transport that keeps what is written, for the response head."""
+
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+
+class _PrefixedWrites:
+    """The real transport, with ``prefix`` written in front of the first write."""
+
+    __slots__ = ("prefix", "transport")
+
+    def __init__(self, transport: asyncio.Transport, prefix: bytes) -> None:
+        self.transport = transport
+        self.prefix = prefix
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(self.prefix + data if self.prefix else data)
+        self.prefix = b""
+
+    def flush(self) -> None:
+        if self.prefix:
+            self.transport.write(self.prefix)
+            self.prefix = b""
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+class _OneWriteCycle(RequestResponseCycle):
+    """A request cycle that sends the response head with the first body message."""
+
+    _head: bytes | None = None
+
+    async def send(self, message: Any) -> None:
+        if message["type"] == "http.response.start" and not self.response_started:
+            transport = self.transport
+            held = _HeldWrites()
+            self.transport = held  # type: ignore[assignment]
+            try:
+                await super().send(message)
+            finally:
+                self.transport = transport
+            self._head = held.data
+            return
+        head = self._head
+        if head is None:
+            await super().send(message)
+            return
+        self._head = None
+        transport = self.transport
+        prefixed = _PrefixedWrites(transport, head)
+        self.transport = prefixed  # type: ignore[assignment]
+        try:
+            await super().send(message)
+        finally:
+            self.transport = transport
+            # A HEAD response, or a disconnect, writes no body: the head goes out alone.
+            if not self.disconnected:
+                prefixed.flush()
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -81,13 +156,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_header_bytes(len(name) + len(value) + 4)
+        # The count is inline because this runs for every header of every request.
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self.max_header_bytes:
+            self._too_large = True
+            raise _HeaderTooLarge
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._cancel_header_timer()
         self._request_started = False
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and type(cycle) is RequestResponseCycle:
+            cycle.__class__ = _OneWriteCycle
 
     def send_400_response(self, msg: str) -> None:
         if self._too_large:
