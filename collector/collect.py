@@ -52,6 +52,28 @@ _BASE_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"vary", b"Origin"),
 ]
+(
+    _CONTENT_TYPE,
+    _CONTENT_LENGTH,
+    _API_KEY,
+    _USER_AGENT,
+    _ORIGIN,
+    _CONTENT_ENCODING,
+    _FORWARDED_FOR,
+    _PRIVACY,
+) = range(8)
+# Request headers the collect handler reads; uvicorn passes their names in lower case.
+_READ_HEADERS = {
+    b"content-type": _CONTENT_TYPE,
+    b"content-length": _CONTENT_LENGTH,
+    b"x-api-key": _API_KEY,
+    b"user-agent": _USER_AGENT,
+    b"origin": _ORIGIN,
+    b"content-encoding": _CONTENT_ENCODING,
+    b"x-forwarded-for": _FORWARDED_FOR,
+    b"sec-gpc": _PRIVACY,
+    b"dnt": _PRIVACY,
+}
 _request_ids = itertools.count(1)
 # Longest User-Agent kept and checked for bots, in characters.
 MAX_USER_AGENT = 1024
@@ -107,8 +129,7 @@ class CollectHandler:
             (b"cache-control", b"no-store"),
             (b"content-length", b"0"),
         ]
-        self._accepted_counters: dict[str, Any] = {}
-        self._status_counters: dict[tuple[str, int], Any] = {}
+        self.hot = metrics.hot
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         started = time.perf_counter()
@@ -155,14 +176,12 @@ class CollectHandler:
             status, payload, extra = 500, {"error": "internal error"}, []
         self._count(path, status)
         await self._send_json(send, status, payload, cors + extra)
-        self.metrics.latency.observe(time.perf_counter() - started)
+        self.hot.observe_latency(time.perf_counter() - started)
 
     def _count(self, path: str, status: int) -> None:
-        counter = self._status_counters.get((path, status))
-        if counter is None:
-            counter = self.metrics.requests.labels(path, str(status))
-            self._status_counters[(path, status)] = counter
-        counter.inc()
+        labels = (path, str(status))
+        counts = self.hot.requests
+        counts[labels] = counts.get(labels, 0) + 1
 
     def _cors_headers(self, origin: bytes | None) -> list[tuple[bytes, bytes]]:
         if origin is None:
@@ -202,24 +221,28 @@ class CollectHandler:
         origin: bytes | None = None
         privacy = False
         for name, value in scope["headers"]:
-            if name == b"content-type":
+            # One dict lookup skips the headers that the collector does not read.
+            wanted = _READ_HEADERS.get(name)
+            if wanted is None:
+                continue
+            if wanted == _CONTENT_TYPE:
                 content_type = value.split(b";", 1)[0].strip().lower()
-            elif name == b"content-encoding":
-                encoding = value.strip().lower()
-            elif name == b"content-length":
+            elif wanted == _CONTENT_LENGTH:
                 try:
                     content_length = int(value)
                 except ValueError:
                     raise Refusal(400, "Content-Length is not a number", "bad_header") from None
-            elif name == b"x-api-key":
+            elif wanted == _API_KEY:
                 header_key = value
-            elif name == b"x-forwarded-for":
-                forwarded_for = value if forwarded_for is None else forwarded_for + b"," + value
-            elif name == b"user-agent":
+            elif wanted == _USER_AGENT:
                 user_agent = value
-            elif name == b"origin":
+            elif wanted == _ORIGIN:
                 origin = value
-            elif name in (b"sec-gpc", b"dnt") and value.strip() == b"1":
+            elif wanted == _CONTENT_ENCODING:
+                encoding = value.strip().lower()
+            elif wanted == _FORWARDED_FOR:
+                forwarded_for = value if forwarded_for is None else forwarded_for + b"," + value
+            elif value.strip() == b"1":  # Sec-GPC or DNT
                 privacy = True
 
         if content_type not in _JSON_TYPES:
@@ -261,7 +284,7 @@ class CollectHandler:
                 "body_timeout",
                 [(b"connection", b"close")],
             ) from None
-        self.metrics.body_bytes.inc(len(body))
+        self.hot.body_bytes += len(body)
         if encoding in (b"gzip", b"x-gzip"):
             body = _gunzip(body, settings.max_decompressed_bytes)
 
@@ -279,13 +302,15 @@ class CollectHandler:
                 raise Refusal(401, "API key missing: send X-API-Key or ?key=", "missing_key")
             entry = self._authenticate(parsed.batch_key, False, origin)
 
-        for index, event in parsed.events:
-            if not entry.allows_event(event.event_name):
-                raise Refusal(
-                    403,
-                    f"events[{index}]: key {entry.id} may not send {event.event_name} events",
-                    "event_not_allowed",
-                )
+        names = {event.event_name for _, event in parsed.events}
+        if not all(entry.allows_event(name) for name in names):
+            for index, event in parsed.events:
+                if not entry.allows_event(event.event_name):
+                    raise Refusal(
+                        403,
+                        f"events[{index}]: key {entry.id} may not send {event.event_name} events",
+                        "event_not_allowed",
+                    )
 
         peer = scope.get("client")
         address = client_address(
@@ -315,6 +340,7 @@ class CollectHandler:
         )
 
         messages: list[Message] = []
+        accepted: dict[str, int] = {}
         rejected = parsed.rejected
         for index, event in parsed.events:
             try:
@@ -327,7 +353,9 @@ class CollectHandler:
             except orjson.JSONEncodeError:
                 rejected.append(_rejection(index, event, "", "the event contains invalid text"))
                 continue
-            messages.append(Message(data, event.event_name))
+            name = event.event_name
+            messages.append(Message(data, name))
+            accepted[name] = accepted.get(name, 0) + 1
         if rejected:
             rejected.sort(key=lambda item: item.index)
             self.metrics.events_rejected.labels("invalid").inc(len(rejected))
@@ -341,12 +369,9 @@ class CollectHandler:
             return 422, report, rate_headers
 
         await self._publish(messages)
-        for message in messages:
-            counter = self._accepted_counters.get(message.event_name)
-            if counter is None:
-                counter = self.metrics.events_accepted.labels(message.event_name)
-                self._accepted_counters[message.event_name] = counter
-            counter.inc()
+        totals = self.hot.accepted
+        for name, count in accepted.items():
+            totals[name] = totals.get(name, 0) + count
         return 200, report, rate_headers
 
     def _authenticate(self, key: str, from_query: bool, origin: bytes | None) -> KeyEntry:
@@ -378,7 +403,7 @@ class CollectHandler:
             self.metrics.sink_errors.labels("not_ready").inc()
             raise Refusal(503, "the sink is unavailable; retry later", "sink_not_ready", retry)
         self.inflight += count
-        self.metrics.inflight_events.inc(count)
+        self.hot.inflight_events = self.inflight
         try:
             with self.deadlines.limit(self.settings.sink_confirm_timeout):
                 await self.sink.publish(messages)
@@ -395,7 +420,7 @@ class CollectHandler:
             raise Refusal(503, f"the sink failed: {exc}; retry later", exc.reason, retry) from None
         finally:
             self.inflight -= count
-            self.metrics.inflight_events.dec(count)
+            self.hot.inflight_events = self.inflight
 
     async def _send_json(
         self, send: Any, status: int, payload: dict[str, Any], headers: list

@@ -168,11 +168,10 @@ def row_json(
             event.occurred_at, sent_at, request.received_at, max_future, max_past
         )
         try:
-            head = fastpath.encode_event(event, sent_at, corrected)
+            return fastpath.encode_row(event, sent_at, corrected, request.row_tail)
         except OverflowError:
             # A UTC offset moves a timestamp at the edge of years 1-9999 out of range.
             raise TimeRangeError(_OUTSIDE_UTC) from None
-        return head + request.row_tail
     return encode_row(build_row(event, batch_sent_at, request, max_future, max_past))
 
 

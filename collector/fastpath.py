@@ -247,17 +247,21 @@ def _utc(value: datetime) -> datetime:
     return value if value.tzinfo is UTC or not value.utcoffset() else value.astimezone(UTC)
 
 
-def encode_event(event: Event, sent_at: datetime | None, corrected: datetime) -> bytes:
-    """Return the row's client part: the event as JSON without its closing brace.
+def encode_row(
+    event: Event, sent_at: datetime | None, corrected: datetime, server_columns: bytes
+) -> bytes:
+    """Return the raw row: the event's fields, ``occurred_at_corrected`` and ``server_columns``.
 
-    ``sent_at`` is the event's or else the batch's. The struct's ``occurred_at`` and
+    ``server_columns`` is the rest of the JSON object: a comma, the members and the closing
+    brace. ``sent_at`` is the event's or else the batch's. The struct's ``occurred_at`` and
     ``sent_at`` are set to their UTC values, which are written with a ``Z``. Raises
     OverflowError when a UTC offset moves a time out of years 1-9999.
     """
     event.occurred_at = _utc(event.occurred_at)
     event.sent_at = _utc(sent_at) if sent_at is not None else None
-    data = _ENCODER.encode(event)
-    return b"".join((data[:-1], b',"occurred_at_corrected":', _ENCODER.encode(_utc(corrected))))
+    client = memoryview(_ENCODER.encode(event))[:-1]
+    corrected_text = _ENCODER.encode(_utc(corrected))
+    return b"".join((client, b',"occurred_at_corrected":', corrected_text, server_columns))
 
 
 def payload(event: Event) -> bytes:

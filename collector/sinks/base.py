@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(slots=True, frozen=True)
-class Message:
+class Message(NamedTuple):
     """One accepted event: the raw row as JSON, and its event name for message attributes."""
 
     data: bytes

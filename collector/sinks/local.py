@@ -38,7 +38,8 @@ class LocalFileSink(Sink):
         self.rotate_seconds = rotate_seconds
         self.rotate_bytes = rotate_bytes
         self.fsync = fsync
-        self._pending: list[tuple[list[bytes], asyncio.Future[None]]] = []
+        # One request's rows, each followed by a newline, and the future that confirms them.
+        self._pending: list[tuple[bytes, asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._fd: int | None = None
@@ -90,7 +91,9 @@ class LocalFileSink(Sink):
         if self._closing:
             raise SinkUnavailable("the sink is shutting down")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append(([message.data for message in messages], future))
+        lines = [message.data for message in messages]
+        lines.append(b"")
+        self._pending.append((b"\n".join(lines), future))
         self._wakeup.set()
         await future
 
@@ -114,7 +117,7 @@ class LocalFileSink(Sink):
                 self._wakeup.clear()
                 continue
             batch, self._pending = self._pending, []
-            payload = b"".join(b"".join(line + b"\n" for line in lines) for lines, _ in batch)
+            payload = b"".join([lines for lines, _ in batch])
             try:
                 await loop.run_in_executor(None, self._write_sync, payload)
             except OSError as exc:
