@@ -77,10 +77,10 @@ class _Limit:
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: object
-    ) -> bool:
+    ) -> None:
         task = self.task
         if task is None:
-            return False
+            return
         deadlines = self.deadlines
         deadlines._due.pop(task, None)
         if task in deadlines._expired:
@@ -88,4 +88,3 @@ class _Limit:
             if kind is asyncio.CancelledError:
                 task.uncancel()
                 raise DeadlineExceeded from None
-        return False
