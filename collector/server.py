@@ -8,7 +8,8 @@ connection limit and megabyte headers would grow memory. This protocol adds:
 
 - a header deadline: a connection must deliver a request's complete headers within
   ``header_timeout`` seconds of opening or of starting the request, else it is closed
-  (with 408 when part of a request arrived);
+  (with 408 when part of a request arrived). One sweep per event loop checks the deadlines,
+  so a connection is closed up to a quarter of the timeout (at most 1 s) after it;
 - a size cap: a request whose URL and headers pass ``max_header_bytes`` gets 431;
 - a connection cap: beyond ``max_connections`` open connections, a new one gets a JSON 503
   with Retry-After and is closed, so the process never accepts more work than it can hold.
@@ -21,7 +22,7 @@ body. uvicorn writes them separately, and on loopback the second socket write co
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
@@ -125,7 +126,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._header_timer: asyncio.TimerHandle | None = None
+        # Loop time by which the pending request headers must be complete, or None.
+        self._header_due: float | None = None
         self._header_bytes = 0
         self._request_started = False
         self._too_large = False
@@ -138,18 +140,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             transport.write(_response(b"503 Service Unavailable", body, extra))
             transport.close()
             return
-        self._arm_header_timer()
+        self._header_due = self.loop.time() + self.header_timeout
+        _HeaderSweep.ensure(self.loop, self.connections, self.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_header_timer()
+        self._header_due = None
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_bytes = 0
         self._request_started = True
-        if self._header_timer is None:
-            self._arm_header_timer()
+        if self._header_due is None:
+            self._header_due = self.loop.time() + self.header_timeout
 
     def on_url(self, url: bytes) -> None:
         self._count_header_bytes(len(url))
@@ -164,7 +167,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._cancel_header_timer()
+        self._header_due = None
         self._request_started = False
         super().on_headers_complete()
         cycle = self.cycle
@@ -187,22 +190,51 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # send_400_response, which responds 431 above and closes the connection.
             raise _HeaderTooLarge
 
-    def _arm_header_timer(self) -> None:
-        self._header_timer = self.loop.call_later(self.header_timeout, self._header_deadline)
-
-    def _cancel_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
     def _header_deadline(self) -> None:
-        self._header_timer = None
+        self._header_due = None
         if self.transport.is_closing():
             return
         if self._request_started:
             body = b'{"error": "request headers were not received in time"}'
             self.transport.write(_response(b"408 Request Timeout", body))
         self.transport.close()
+
+
+class _HeaderSweep:
+    """One timer per event loop that closes connections past their header deadline.
+
+    A timer per request would be scheduled and cancelled on every request. The sweep runs
+    every quarter of the timeout (at most every second) while connections are open, so a
+    deadline is enforced up to that much late.
+    """
+
+    _running: ClassVar[dict[asyncio.AbstractEventLoop, _HeaderSweep]] = {}
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, connections: set[Any], interval: float
+    ) -> None:
+        self.loop = loop
+        self.connections = connections
+        self.interval = interval
+
+    @classmethod
+    def ensure(cls, loop: asyncio.AbstractEventLoop, connections: set[Any], timeout: float) -> None:
+        """Start the sweep of ``loop``'s connections unless it runs already."""
+        if loop not in cls._running:
+            sweep = cls(loop, connections, min(1.0, timeout / 4))
+            cls._running[loop] = sweep
+            loop.call_later(sweep.interval, sweep.run)
+
+    def run(self) -> None:
+        now = self.loop.time()
+        for connection in list(self.connections):
+            due = getattr(connection, "_header_due", None)
+            if due is not None and due <= now:
+                connection._header_deadline()
+        if self.connections and not self.loop.is_closed():
+            self.loop.call_later(self.interval, self.run)
+        else:
+            del self._running[self.loop]
 
 
 def protocol_for(settings: Settings) -> type[GuardedHttpToolsProtocol]:
