@@ -81,7 +81,7 @@ def client_address(forwarded_for: str | None, peer: str | None, trusted_hops: in
     return entries[-trusted_hops].strip() or peer
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class RequestContext:
     """Server-side facts about the request, shared by all of its events."""
 
@@ -105,7 +105,7 @@ class RequestContext:
             },
             option=orjson.OPT_UTC_Z,
         )
-        object.__setattr__(self, "row_tail", b"," + members[1:])
+        self.row_tail = b"," + members[1:]
 
 
 class TimeRangeError(ValueError):

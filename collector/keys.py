@@ -18,6 +18,7 @@ import json
 import os
 import re
 import secrets
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -129,6 +130,8 @@ class KeyStore:
         self.browser_origins = sorted(
             {origin for entry in entries if entry.kind == "browser" for origin in entry.origins}
         )
+        # Each CORS request checks its Origin; most requests repeat a few origins.
+        self.allows_preflight_origin = lru_cache(maxsize=4096)(self._allows_preflight_origin)
 
     @classmethod
     def load(cls, path: Path) -> KeyStore:
@@ -154,7 +157,7 @@ class KeyStore:
             return None
         return entry if hmac.compare_digest(digest, entry.sha256) else None
 
-    def allows_preflight_origin(self, origin: str) -> bool:
+    def _allows_preflight_origin(self, origin: str) -> bool:
         return origin_matches(origin, self.browser_origins) or any(
             entry.kind == "server" and entry.origins and origin_matches(origin, entry.origins)
             for entry in self.entries
