@@ -319,8 +319,12 @@ class CollectHandler:
             settings.trusted_proxy_hops,
         )
         rate_headers: list[tuple[bytes, bytes]] = []
-        if self.limiter is not None and not debug:
-            rate_headers = await self.limiter.check(entry, address, max(parsed.count, 1))
+        limiter = self.limiter
+        if limiter is not None and not debug:
+            if limiter.windows is not None:
+                rate_headers = limiter.check_local(entry, address, max(parsed.count, 1))
+            else:
+                rate_headers = await limiter.check(entry, address, max(parsed.count, 1))
 
         agent = _header_text(user_agent)
         if agent is not None:

@@ -84,25 +84,11 @@ class RateLimiter:
         Returns the rate-limit headers to add to a successful response (none, to keep the hot
         path at one storage round trip per limit).
         """
+        if self.windows is not None:
+            return self.check_local(entry, address, cost)
         if self._storage_down_since is not None and time.monotonic() < self._next_attempt:
             return self._storage_unavailable()
-        key_limit = self.key_limits.get(entry.id, self.default_key_limit)
-        if cost > key_limit.amount:
-            # Waiting would never help: the request alone is over the whole window.
-            raise Refusal(
-                413,
-                f"the request has {cost} events but key {entry.id} may send at most "
-                f"{key_limit.amount} per {key_limit.get_expiry()} seconds; send smaller batches",
-                "batch_over_rate_limit",
-            )
-        windows = self.windows
-        if windows is not None:
-            if not windows.hit(key_limit, "key", entry.id, cost):
-                self._refuse(key_limit, windows.stats(key_limit, "key", entry.id), "key", cost)
-            if address is not None and not windows.hit(self.ip_limit, "ip", address, cost):
-                stats = windows.stats(self.ip_limit, "ip", address)
-                self._refuse(self.ip_limit, stats, "ip", cost)
-            return []
+        key_limit = self._key_limit(entry, cost)
         assert self.strategy is not None
         try:
             if not await self.strategy.hit(key_limit, "key", entry.id, cost=cost):
@@ -124,9 +110,29 @@ class RateLimiter:
             self.metrics.rate_limit_storage_up.set(1)
         return []
 
-    def _hit_local(self, limit: RateLimitItem, scope: str, identifier: str, cost: int) -> bool:
-        assert self.windows is not None
-        return self.windows.hit(limit, scope, identifier, cost)
+    def check_local(self, entry: KeyEntry, address: str | None, cost: int) -> list:
+        """Do what ``check`` does, without awaiting, for the in-process ``memory://`` storage."""
+        windows = self.windows
+        assert windows is not None
+        key_limit = self._key_limit(entry, cost)
+        if not windows.hit(key_limit, "key", entry.id, cost):
+            self._refuse(key_limit, windows.stats(key_limit, "key", entry.id), "key", cost)
+        if address is not None and not windows.hit(self.ip_limit, "ip", address, cost):
+            stats = windows.stats(self.ip_limit, "ip", address)
+            self._refuse(self.ip_limit, stats, "ip", cost)
+        return []
+
+    def _key_limit(self, entry: KeyEntry, cost: int) -> RateLimitItem:
+        key_limit = self.key_limits.get(entry.id, self.default_key_limit)
+        if cost > key_limit.amount:
+            # Waiting would never help: the request alone is over the whole window.
+            raise Refusal(
+                413,
+                f"the request has {cost} events but key {entry.id} may send at most "
+                f"{key_limit.amount} per {key_limit.get_expiry()} seconds; send smaller batches",
+                "batch_over_rate_limit",
+            )
+        return key_limit
 
     def _refuse(
         self, limit: RateLimitItem, stats: tuple[float, int], scope: str, cost: int
