@@ -47,7 +47,11 @@ class Sink(abc.ABC):
 
     @abc.abstractmethod
     async def publish(self, messages: list[Message]) -> None:
-        """Store ``messages`` durably, or raise SinkError."""
+        """Store ``messages`` durably, or raise SinkError.
+
+        The sink may empty the list once it has copied the rows, so the caller must not read
+        it after the call.
+        """
 
     @property
     @abc.abstractmethod

@@ -94,6 +94,9 @@ class LocalFileSink(Sink):
         lines = [message.data for message in messages]
         lines.append(b"")
         self._pending.append((b"\n".join(lines), future))
+        # The rows are copied into the joined lines; the caller's list need not keep them.
+        del lines
+        messages.clear()
         self._wakeup.set()
         await future
 
