@@ -203,7 +203,8 @@ _ENCODER = msgspec.json.Encoder()
 
 # msgspec rounds fractions of a second beyond microseconds and pydantic cuts them off, so a
 # body with a time written to more than 6 decimal places is left to the models. A number
-# after a colon in other text only sends its body the slower way.
+# after a colon in other text only sends its body the slower way. So does any \u escape,
+# because an escaped digit, dot or colon would hide such a time from this pattern.
 _LONG_FRACTION = re.compile(rb":[0-9][0-9]\.[0-9]{7}")
 
 # Python rules of the models that msgspec constraints cannot express, per properties struct.
@@ -229,9 +230,11 @@ def decode(body: bytes, start: int) -> tuple[list[Event], datetime | None, str |
             events, sent_at, key = batch.events, batch.sent_at, batch.key
         else:
             events = [_EVENT.decode(body)]
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        # msgspec raises RecursionError while skipping a value nested about 1,000 deep; the
+        # models reject such an event with a message.
         return None
-    if _LONG_FRACTION.search(body) is not None:
+    if b"\\u" in body or _LONG_FRACTION.search(body) is not None:
         return None
     for event in events:
         if event.event_id.int == 0 or models.envelope_error(event) is not None:

@@ -137,10 +137,12 @@ def test_every_kind_but_purchase_has_a_struct() -> None:
 def test_valid_bodies_take_the_fast_path_with_the_models_rows(data: st.DataObject) -> None:
     body = data.draw(request_bodies(max_events=5, names=FAST_NAMES, batch_key="pk_test"))
     raw = data.draw(encode_body(body.document))
-    # The models also read UUIDs in braces or as URNs, and times to 9 decimal places.
+    # The models also read UUIDs in braces or as URNs, and times to 9 decimal places. Bodies
+    # with a \u escape go to the models too.
     other_ids = any(event["event_id"][0] in "{u" for event in body.events)
     long_fraction = re.search(rb":[0-9][0-9]\.[0-9]{7}", raw) is not None
-    assert assert_agrees(raw) is not (other_ids or long_fraction), raw
+    escaped = b"\\u" in raw
+    assert assert_agrees(raw) is not (other_ids or long_fraction or escaped), raw
 
 
 @CHECKS
@@ -170,7 +172,7 @@ def _with(path: tuple[str, ...], value: Any, name: str = "page_turned") -> bytes
     for part in path[:-1]:
         target = target[part]
     target[path[-1]] = value
-    return json.dumps(event).encode()
+    return json.dumps(event, ensure_ascii=False).encode()
 
 
 EDGE_TIMES = [
@@ -301,3 +303,30 @@ def test_rejection_payload_is_the_event() -> None:
     payload = orjson.loads(fastpath.payload(parsed.events[0][1]))
     assert payload["event_id"] == event["event_id"]
     assert payload["properties"] == event["properties"]
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "2026-12-04T10:00:00.999999\\u0035Z",
+        "2026-12-04T10:00:00\\u002e9999995Z",
+        "2026-12-04T10:00\\u003a00.9999995Z",
+    ],
+)
+def test_escaped_long_fractions_go_to_the_models(spelling: str) -> None:
+    event = json.dumps(make_event("session_start", occurred_at="TIME"))
+    body = event.replace("TIME", spelling).encode()
+    assert fast(body) is None
+    (row,) = rows(slow(body), datetime(2026, 12, 4, 10, 1, tzinfo=UTC))
+    assert row["occurred_at"] == "2026-12-04T10:00:00.999999Z"
+
+
+@pytest.mark.parametrize("shape", ["single", "array", "batch"])
+def test_deep_nesting_before_the_tag_goes_to_the_models(shape: str) -> None:
+    deep = b'{"a":' + b"[" * 1000 + b"]" * 1000 + b"}"
+    body = {"single": deep, "array": b"[" + deep + b"]", "batch": b'{"events":[' + deep + b"]}"}
+    raw = body[shape]
+    assert fast(raw) is None
+    parsed = parse_body(raw, MAX_EVENTS, 1 << 20)
+    assert parsed.events == []
+    assert [item.index for item in parsed.rejected] == [0]
