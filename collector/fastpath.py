@@ -267,6 +267,46 @@ def encode_row(
     return b"".join((client, b',"occurred_at_corrected":', corrected_text, server_columns))
 
 
+def encode_rows(
+    events: list[tuple[int, Event]],
+    batch_sent_at: datetime | None,
+    received_at: datetime,
+    earliest: datetime,
+    latest: datetime,
+    server_columns: bytes,
+) -> list[bytes | None]:
+    """Return the raw row of each event, or None where its time needs checking.
+
+    Does the work of ``collector.enrich.row_json`` for many events in one loop. An event
+    whose corrected time falls outside ``earliest`` to ``latest``, or leaves years 1-9999,
+    gets None: ``row_json`` then raises the TimeRangeError that says why.
+    """
+    rows: list[bytes | None] = []
+    append = rows.append
+    encode = _ENCODER.encode
+    for _, event in events:
+        sent_at = event.sent_at or batch_sent_at
+        occurred_at = event.occurred_at
+        try:
+            corrected = occurred_at if sent_at is None else received_at - (sent_at - occurred_at)
+            if corrected > latest or corrected < earliest:
+                append(None)
+                continue
+            if occurred_at.tzinfo is not UTC and occurred_at.utcoffset():
+                event.occurred_at = occurred_at.astimezone(UTC)
+            if sent_at is not None and sent_at.tzinfo is not UTC and sent_at.utcoffset():
+                sent_at = sent_at.astimezone(UTC)
+            if corrected.tzinfo is not UTC and corrected.utcoffset():
+                corrected = corrected.astimezone(UTC)
+        except OverflowError:
+            append(None)
+            continue
+        event.sent_at = sent_at
+        client = memoryview(encode(event))[:-1]
+        append(b"".join((client, b',"occurred_at_corrected":', encode(corrected), server_columns)))
+    return rows
+
+
 def payload(event: Event) -> bytes:
     """Encode the event as JSON, for a rejection's dead-letter record."""
     return _ENCODER.encode(event)

@@ -40,6 +40,8 @@ CHECKS = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 WIDE = timedelta(days=4_000_000)
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
 
 
 def fast(body: bytes) -> ParsedBody | None:
@@ -54,12 +56,22 @@ def slow(body: bytes) -> ParsedBody:
     return _parse_slow(body, MAX_EVENTS, MAX_EVENT_BYTES)
 
 
-def rows(parsed: ParsedBody, received_at: datetime) -> list[Any]:
+def rows(parsed: ParsedBody, received_at: datetime, window: timedelta = WIDE) -> list[Any]:
+    """Build the rows as the collect handler does: fast-path events in one loop first."""
     request = RequestContext(received_at, "key-1", "192.0.2.0", "Mozilla/5.0", False)
+    fast_rows: list[bytes | None] = [None] * len(parsed.events)
+    if parsed.events and isinstance(parsed.events[0][1], fastpath.Event):
+        # The handler's window is at most 3,650 days; WIDE reaches past years 1-9999.
+        earliest = max(received_at - min(window, received_at - EARLIEST), EARLIEST)
+        latest = min(received_at + min(window, LATEST - received_at), LATEST)
+        fast_rows = fastpath.encode_rows(
+            parsed.events, parsed.batch_sent_at, received_at, earliest, latest, request.row_tail
+        )
     result: list[Any] = []
-    for _, event in parsed.events:
+    for (_, event), row in zip(parsed.events, fast_rows, strict=True):
         try:
-            row = row_json(event, parsed.batch_sent_at, request, WIDE, WIDE)
+            if row is None:
+                row = row_json(event, parsed.batch_sent_at, request, window, window)
         except TimeRangeError as error:
             result.append(f"TimeRangeError: {error}")
         else:
@@ -303,6 +315,19 @@ def test_rejection_payload_is_the_event() -> None:
     payload = orjson.loads(fastpath.payload(parsed.events[0][1]))
     assert payload["event_id"] == event["event_id"]
     assert payload["properties"] == event["properties"]
+
+
+@pytest.mark.parametrize("minutes", [-10, -4, 0, 4, 10])
+def test_time_window_edges_agree(minutes: int) -> None:
+    received_at = datetime.now(UTC)
+    occurred_at = received_at + timedelta(minutes=minutes)
+    body = _with(("occurred_at",), occurred_at.isoformat())
+    accepted = fast(body)
+    assert accepted is not None
+    window = timedelta(minutes=5)
+    expected = rows(slow(body), received_at, window)
+    assert rows(accepted, received_at, window) == expected
+    assert isinstance(expected[0], str) is (abs(minutes) > 5)
 
 
 @pytest.mark.parametrize(
