@@ -202,10 +202,12 @@ _BATCH = msgspec.json.Decoder(Batch)
 _ENCODER = msgspec.json.Encoder()
 
 # msgspec rounds fractions of a second beyond microseconds and pydantic cuts them off, so a
-# body with a time written to more than 6 decimal places is left to the models. A number
-# after a colon in other text only sends its body the slower way. So does any \u escape,
-# because an escaped digit, dot or colon would hide such a time from this pattern.
-_LONG_FRACTION = re.compile(rb":[0-9][0-9]\.[0-9]{7}")
+# body with a time written to more than 6 decimal places is left to the models. The pattern
+# wants the time's UTC offset right after the digits, so plain numbers with many decimals
+# stay on the fast path. A body with any backslash goes to the models too, because an escape
+# such as \u0035 could hide a digit of such a time; a single-byte search costs far less than
+# a pattern (0.2 us against 3 us on the benchmark body).
+_LONG_FRACTION = re.compile(rb"\.[0-9]{7,}[Zz+-]")
 
 # Python rules of the models that msgspec constraints cannot express, per properties struct.
 _PROPERTY_RULES: dict[type, Callable[[Any], object]] = {
@@ -234,7 +236,7 @@ def decode(body: bytes, start: int) -> tuple[list[Event], datetime | None, str |
         # msgspec raises RecursionError while skipping a value nested about 1,000 deep; the
         # models reject such an event with a message.
         return None
-    if b"\\u" in body or _LONG_FRACTION.search(body) is not None:
+    if b"\\" in body or _LONG_FRACTION.search(body) is not None:
         return None
     for event in events:
         if event.event_id.int == 0 or models.envelope_error(event) is not None:
