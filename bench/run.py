@@ -1149,41 +1149,109 @@ def format_timeline(m: Measurement) -> str:
     return "\n".join(lines)
 
 
+def median_measurement(measured: list[Measurement]) -> Measurement:
+    """Return the measurement with the median request rate (the lower middle of an even count).
+
+    Failed measurements count as the slowest, so a scenario that failed in most rounds
+    reports its failure.
+    """
+
+    def rate(m: Measurement) -> float:
+        return m.wrk.requests_per_second if m.wrk is not None and not m.error else -1.0
+
+    ordered = sorted(measured, key=rate)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _round_rates(
+    rounds: dict[tuple[str, int], list[Measurement]], scenario: str, events: int, per_event: bool
+) -> list[float | None]:
+    rates: list[float | None] = []
+    for m in rounds.get((scenario, events), []):
+        if m.error or m.wrk is None:
+            rates.append(None)
+        else:
+            rates.append(m.events_per_second if per_event else m.wrk.requests_per_second)
+    return rates
+
+
+def round_ratios(
+    rounds: dict[tuple[str, int], list[Measurement]],
+    numerator: tuple[str, int, bool],
+    denominator: tuple[str, int, bool],
+) -> list[float]:
+    """Return numerator / denominator for each round in which both were measured."""
+    tops = _round_rates(rounds, *numerator)
+    bottoms = _round_rates(rounds, *denominator)
+    return [
+        top / bottom
+        for top, bottom in zip(tops, bottoms, strict=False)
+        if top is not None and bottom
+    ]
+
+
+def format_rounds(rounds: dict[tuple[str, int], list[Measurement]]) -> str:
+    """Return a table of every round's request rate, for the spread behind the medians."""
+    count = max(len(measured) for measured in rounds.values())
+    header = " | ".join(f"round {number}" for number in range(1, count + 1))
+    lines = [
+        f"| scenario | events/request | {header} | spread |",
+        "| --- | ---: |" + " ---: |" * count + " ---: |",
+    ]
+    for scenario, events in rounds:
+        rates = _round_rates(rounds, scenario, events, False)
+        cells = " | ".join("failed" if rate is None else f"{rate:,.0f}" for rate in rates)
+        valid = [rate for rate in rates if rate is not None]
+        spread = f"{(max(valid) - min(valid)) / _median(valid):.0%}" if valid else "–"
+        lines.append(f"| {scenario} | {events} | {cells} | {spread} |")
+    return "requests/s in each round; spread is (max - min) / median:\n\n" + "\n".join(lines)
+
+
+def _ratio_text(ratios: list[float], unit: str = "") -> str:
+    each = ", ".join(f"{ratio:.2f}{unit}" for ratio in ratios)
+    if len(ratios) == 1:
+        return each
+    return f"{_median(ratios):.2f}{unit} (median of rounds: {each})"
+
+
 def check_goals(
-    results: list[Measurement],
+    rounds: dict[tuple[str, int], list[Measurement]],
     paced: Measurement | None,
     soak: tuple[Measurement, bool] | None,
 ) -> list[str]:
-    by_key = {(m.scenario, m.events_per_request): m for m in results if not m.error and m.wrk}
+    """Compare the goals with medians over rounds; ratios are taken within each round."""
     goals = []
-
-    def rate(scenario: str, events: int, per_event: bool) -> float | None:
-        m = by_key.get((scenario, events))
-        if m is None:
-            return None
-        return m.events_per_second if per_event else m.wrk.requests_per_second  # type: ignore[union-attr]
-
-    local, ceiling = rate("collector-local", 1, False), rate("ceiling", 1, False)
-    if local is not None and ceiling:
-        ratio = local / ceiling
+    ratios = round_ratios(rounds, ("collector-local", 1, False), ("ceiling", 1, False))
+    if ratios:
+        met = _median(ratios) >= GOAL_CEILING_RATIO
         goals.append(
             f"1 event/request, local sink ≥ {GOAL_CEILING_RATIO} of the ceiling's requests/s: "
-            f"{ratio:.2f} — {'met' if ratio >= GOAL_CEILING_RATIO else 'not met'}"
+            f"{_ratio_text(ratios)} — {'met' if met else 'not met'}"
         )
-    local_events = rate("collector-local", 20, True)
-    if local_events is not None:
+    local_events = [
+        rate for rate in _round_rates(rounds, "collector-local", 20, True) if rate is not None
+    ]
+    if local_events:
+        median = _median(local_events)
+        each = ", ".join(f"{rate:,.0f}" for rate in local_events)
         goals.append(
             f"20 events/request, local sink ≥ {GOAL_LOCAL_EVENTS_PER_SECOND:,} events/s: "
-            f"{local_events:,.0f} — "
-            f"{'met' if local_events >= GOAL_LOCAL_EVENTS_PER_SECOND else 'not met'}"
+            f"{median:,.0f} (rounds: {each}) — "
+            f"{'met' if median >= GOAL_LOCAL_EVENTS_PER_SECOND else 'not met'}"
         )
-    pubsub, obvious = rate("collector-pubsub", 20, True), rate("obvious-pubsub", 20, True)
-    if pubsub is not None and obvious:
-        ratio = pubsub / obvious
+    ratios = round_ratios(rounds, ("collector-pubsub", 20, True), ("obvious-pubsub", 20, True))
+    if ratios:
+        met = _median(ratios) >= GOAL_PUBSUB_RATIO
         goals.append(
             f"20 events/request, Pub/Sub sink ≥ {GOAL_PUBSUB_RATIO:g}× the obvious "
-            f"implementation's events/s: {ratio:.2f}× — "
-            f"{'met' if ratio >= GOAL_PUBSUB_RATIO else 'not met'}"
+            f"implementation's events/s: {_ratio_text(ratios, '×')} — "
+            f"{'met' if met else 'not met'}"
         )
     if paced is not None and not paced.error:
         result: OpenLoopResult = paced.extra["paced"]  # type: ignore[assignment]
@@ -1401,6 +1469,13 @@ def _add_measurement_arguments(parser: argparse.ArgumentParser) -> None:
         default=3,
         help="measurements per scenario at most, keeping the least disturbed (default: 3)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="measure every scenario this many times, one round after another, and report "
+        "medians (default: 3)",
+    )
 
 
 def _add_mode_arguments(parser: argparse.ArgumentParser) -> None:
@@ -1519,19 +1594,30 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="collector-bench-"))
     try:
         bench = Bench(options, workdir)
-        results: list[Measurement] = []
-        for scenario in args.scenario_list:
-            for events in args.event_counts:
-                print(f"measuring {scenario}, {events} events/request ...", flush=True)
-                try:
-                    results.append(measure_with_restart(bench, scenario, events))
-                except ScenarioFailed as exc:
-                    print(f"FAILED: {exc}", file=sys.stderr, flush=True)
-                    results.append(Measurement(scenario, events, error=str(exc).split("\n")[0]))
-                    failures += 1
+        rounds: dict[tuple[str, int], list[Measurement]] = collections.defaultdict(list)
+        for number in range(1, args.rounds + 1):
+            for scenario in args.scenario_list:
+                for events in args.event_counts:
+                    print(
+                        f"round {number} of {args.rounds}: measuring {scenario}, "
+                        f"{events} events/request ...",
+                        flush=True,
+                    )
+                    try:
+                        measurement = measure_with_restart(bench, scenario, events)
+                    except ScenarioFailed as exc:
+                        print(f"FAILED: {exc}", file=sys.stderr, flush=True)
+                        error = str(exc).split("\n")[0]
+                        measurement = Measurement(scenario, events, error=error)
+                        failures += 1
+                    rounds[(scenario, events)].append(measurement)
+        results = [median_measurement(measured) for measured in rounds.values()]
         if results:
-            report += ["", format_table(results), "", format_details(results)]
-            print("\n" + format_table(results) + "\n\n" + format_details(results), flush=True)
+            tables = [format_table(results), format_details(results)]
+            if args.rounds > 1:
+                tables.append(format_rounds(rounds))
+            report += ["", "\n\n".join(tables)]
+            print("\n" + "\n\n".join(tables), flush=True)
 
         paced: Measurement | None = None
         if args.latency_at is not None:
@@ -1570,7 +1656,7 @@ def main(argv: list[str] | None = None) -> int:
                 report += ["", text]
                 print("\n" + text, flush=True)
 
-        goals = check_goals(results, paced, soak_result)
+        goals = check_goals(rounds, paced, soak_result)
         if goals:
             report += ["", *(f"- {goal}" for goal in goals)]
             print("\n" + "\n".join(goals), flush=True)
