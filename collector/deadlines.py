@@ -57,8 +57,8 @@ class Deadlines:
 
 
 class _Limit:
-    """The context manager of ``Deadlines.limit``: a class, because it runs on every request
-    and a generator-based context manager costs about twice as much."""
+    """The context manager of ``Deadlines.limit``, a class because it runs twice per request
+    and a generator-based context manager adds a generator object and more calls."""
 
     __slots__ = ("deadlines", "seconds", "task")
 
