@@ -1283,7 +1283,16 @@ def describe_machine() -> str:
     memory = process_free_memory()
     versions = ", ".join(
         f"{name} {_version(name)}"
-        for name in ("uvicorn", "uvloop", "httptools", "fastapi", "pydantic", "google-cloud-pubsub")
+        for name in (
+            "uvicorn",
+            "uvloop",
+            "httptools",
+            "fastapi",
+            "pydantic",
+            "msgspec",
+            "orjson",
+            "google-cloud-pubsub",
+        )
     )
     wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0]
     return (
