@@ -9,7 +9,9 @@ field.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Annotated, Any
 
 import orjson
@@ -78,12 +80,7 @@ def parse_body(body: bytes, max_events: int, max_event_bytes: int) -> ParsedBody
     too many. Field errors of single events are returned as rejections, not raised.
     """
     start = _first_byte(body)
-    if len(body) > max_event_bytes:
-        # A large array or batch takes the slow path, which measures every event.
-        if start == 0x7B and b'"events"' not in body:
-            raise BodyError(413, f"the event is larger than {max_event_bytes} bytes")
-        return _parse_slow(body, max_events, max_event_bytes)
-    if start in (0x5B, 0x7B):  # "[" or "{"
+    if len(body) <= max_event_bytes and start in (0x5B, 0x7B):  # "[" or "{"
         fast = fastpath.decode(body, start)
         if fast is not None:
             decoded, sent_at, key = fast
@@ -97,6 +94,14 @@ def parse_body(body: bytes, max_events: int, max_event_bytes: int) -> ParsedBody
                 batch_key=key,
                 count=len(decoded),
             )
+    large = len(body) > max_event_bytes
+    if b'"amount"' in body:
+        body = exact_amounts(body)
+    if large:
+        # A large array or batch takes the slow path, which measures every event.
+        if start == 0x7B and b'"events"' not in body:
+            raise BodyError(413, f"the event is larger than {max_event_bytes} bytes")
+        return _parse_slow(body, max_events, max_event_bytes)
     if start == 0x5B:  # "["
         try:
             events = _LIST_ADAPTER.validate_json(body)
@@ -129,6 +134,34 @@ def parse_body(body: bytes, max_events: int, max_event_bytes: int) -> ParsedBody
     return _parse_slow(body, max_events, max_event_bytes)
 
 
+# An "amount" member whose value is a JSON number. Inside a JSON string a quote is escaped,
+# so a quoted word followed by a colon is always a key.
+_AMOUNT_NUMBER = re.compile(rb'("amount"\s*:\s*)(-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)')
+# Significant digits that every JSON number keeps when read as a 64-bit float.
+FLOAT_EXACT_DIGITS = 15
+
+
+def exact_amounts(body: bytes) -> bytes:
+    """Turn ``amount`` numbers with more than 15 significant digits into decimal strings.
+
+    pydantic and orjson read a JSON number as a 64-bit float (or, past 200 levels of
+    nesting, any integer beyond 64 bits), so 9999999999.999999999 would be stored as
+    10000000000. The same value as a decimal string is read exactly.
+    """
+    return _AMOUNT_NUMBER.sub(_amount_text, body)
+
+
+def _amount_text(match: re.Match[bytes]) -> bytes:
+    number = match.group(2)
+    mantissa, _, exponent = number.lower().partition(b"e")
+    digits = mantissa.lstrip(b"-").replace(b".", b"").lstrip(b"0")
+    if len(digits) <= FLOAT_EXACT_DIGITS or (exponent and abs(int(exponent)) > 40):
+        # Exact as a float already, or far outside NUMERIC, which the models reject anyway.
+        return match.group(0)
+    text = format(Decimal(number.decode("ascii")), "f")
+    return match.group(1) + b'"' + text.encode("ascii") + b'"'
+
+
 def _first_byte(body: bytes) -> int:
     for byte in body[:64]:
         if byte not in b" \t\r\n":
@@ -154,7 +187,8 @@ def _parse_slow(body: bytes, max_events: int, max_event_bytes: int) -> ParsedBod
         try:
             document = pydantic_core.from_json(body)
         except ValueError:
-            # Nested deeper than from_json's 200 levels, which no valid event is.
+            # Nested deeper than from_json's 200 levels, which no valid event is. Integers
+            # beyond 64 bits stay floats then; amounts were made exact by exact_amounts.
             pass
 
     parsed = ParsedBody()

@@ -327,3 +327,57 @@ def test_unknown_field_name_echo_is_cut() -> None:
     event = with_value(make_event(), 1, "properties", "k" * 20_000)
     fields = rejected_fields(event)
     assert all(len(field) < 100 for field in fields)
+
+
+@pytest.mark.parametrize(
+    "amount",
+    [
+        "9999999999.999999999",
+        "12345678.123456789",
+        "99999999999999999999999999999.999999999",
+        "12345678901234567890123456789",
+        "1234567.123456789",
+        "12.5",
+        "1E+2",
+    ],
+)
+def test_number_amounts_are_stored_exactly(amount: str) -> None:
+    from datetime import UTC, datetime, timedelta
+    from decimal import Decimal
+
+    from collector.enrich import RequestContext, row_json
+
+    body = orjson.dumps(make_event("purchase")).replace(
+        b'"amount":"9.99"', b'"amount":' + amount.encode()
+    )
+    assert amount.encode() in body
+    parsed = parse_body(body, max_events=500, max_event_bytes=32 * 1024)
+    assert parsed.rejected == []
+    request = RequestContext(datetime.now(UTC), "k", None, None, False)
+    row = orjson.loads(
+        row_json(parsed.events[0][1], None, request, timedelta(minutes=5), timedelta(days=30))
+    )
+    assert Decimal(row["properties"]["amount"]) == Decimal(amount)
+
+
+def test_big_amount_next_to_deep_nesting_stays_exact() -> None:
+    from decimal import Decimal
+
+    purchase = orjson.dumps(make_event("purchase")).replace(
+        b'"amount":"9.99"', b'"amount":12345678901234567890123456789'
+    )
+    deep = orjson.dumps(make_event("page_turned"))[:-1] + b',"zz":' + b"[" * 300 + b"]" * 300 + b"}"
+    parsed = parse_body(
+        b"[" + purchase + b"," + deep + b"]", max_events=500, max_event_bytes=1 << 20
+    )
+    assert [index for index, _ in parsed.events] == [0]
+    amount = parsed.events[0][1].properties.amount
+    assert amount == Decimal("12345678901234567890123456789")
+
+
+def test_exact_amounts_leaves_short_numbers_and_strings() -> None:
+    from collector.intake import exact_amounts
+
+    body = b'{"amount": 12.5, "x": "\\"amount\\": 1234567890123456789", "amount":1e999}'
+    assert exact_amounts(body) == body
+    assert exact_amounts(b'{"amount" : 1234567890.1234567}') == b'{"amount" : "1234567890.1234567"}'
