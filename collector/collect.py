@@ -146,6 +146,7 @@ class CollectHandler:
             await self._preflight(scope, send, cors)
             return
         if method != "POST":
+            self._count(path, 405)
             await self._send_json(
                 send,
                 405,

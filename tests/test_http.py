@@ -296,10 +296,15 @@ def test_health_ready_metrics(collector: CollectorProcess, keys: Keys) -> None:
     assert httpx.get(collector.url + "/readyz").status_code == 200
     post(collector, make_event(), keys.browser)
     post(collector, b"nope", keys.browser)
+    httpx.get(collector.url + "/collect")
     metrics = httpx.get(collector.url + "/metrics").text
     assert 'collector_events_accepted_total{event_name="page_turned"} 1.0' in metrics
+    assert 'collector_requests_total{path="/collect",status="200"} 1.0' in metrics
     assert 'collector_requests_total{path="/collect",status="400"} 1.0' in metrics
-    assert "collector_request_duration_seconds_bucket" in metrics
+    assert 'collector_requests_total{path="/collect",status="405"} 1.0' in metrics
+    assert "collector_request_duration_seconds_count 2.0" in metrics
+    assert "collector_body_bytes_total" in metrics
+    assert "collector_inflight_events 0.0" in metrics
     assert keys.browser not in metrics
 
 
