@@ -144,9 +144,10 @@ FLOAT_EXACT_DIGITS = 15
 def exact_amounts(body: bytes) -> bytes:
     """Turn ``amount`` numbers with more than 15 significant digits into decimal strings.
 
-    pydantic and orjson read a JSON number as a 64-bit float (or, past 200 levels of
-    nesting, any integer beyond 64 bits), so 9999999999.999999999 would be stored as
-    10000000000. The same value as a decimal string is read exactly.
+    pydantic reads a JSON number with a fraction as a 64-bit float, so 9999999999.999999999
+    would be stored as 10000000000. orjson does the same with integers beyond 64 bits, which
+    matters when the slow path cannot reparse a body nested past 200 levels. The same value
+    as a decimal string is read exactly.
     """
     return _AMOUNT_NUMBER.sub(_amount_text, body)
 
