@@ -76,6 +76,7 @@ _READ_HEADERS = {
     b"dnt": _PRIVACY,
 }
 _request_ids = itertools.count(1)
+_new_tuple = tuple.__new__
 # Longest User-Agent kept and checked for bots, in characters.
 MAX_USER_AGENT = 1024
 
@@ -377,7 +378,8 @@ class CollectHandler:
                 rejected.append(_rejection(index, event, "", "the event contains invalid text"))
                 continue
             name = event.event_name
-            messages.append(Message(data, name))
+            # tuple.__new__ skips the NamedTuple's Python-level constructor.
+            messages.append(_new_tuple(Message, (data, name)))
             accepted[name] = accepted.get(name, 0) + 1
         if rejected:
             rejected.sort(key=lambda item: item.index)
