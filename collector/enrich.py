@@ -148,6 +148,8 @@ def corrected_time(
 
 
 _OUTSIDE_UTC = "occurred_at or sent_at is outside years 1-9999 in UTC"
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
 
 
 def row_json(
@@ -163,15 +165,18 @@ def row_json(
     that cannot be written as JSON.
     """
     if isinstance(event, fastpath.Event):
+        received_at = request.received_at
         sent_at = event.sent_at or batch_sent_at
-        corrected = corrected_time(
-            event.occurred_at, sent_at, request.received_at, max_future, max_past
+        # corrected_time raises the TimeRangeError that names the reason, so the bounds
+        # passed to encode_rows only need to cover years 1-9999.
+        corrected_time(event.occurred_at, sent_at, received_at, max_future, max_past)
+        (row,) = fastpath.encode_rows(
+            [(0, event)], batch_sent_at, received_at, _EARLIEST, _LATEST, request.row_tail
         )
-        try:
-            return fastpath.encode_row(event, sent_at, corrected, request.row_tail)
-        except OverflowError:
+        if row is None:
             # A UTC offset moves a timestamp at the edge of years 1-9999 out of range.
-            raise TimeRangeError(_OUTSIDE_UTC) from None
+            raise TimeRangeError(_OUTSIDE_UTC)
+        return row
     return encode_row(build_row(event, batch_sent_at, request, max_future, max_past))
 
 

@@ -248,27 +248,6 @@ def decode(body: bytes, start: int) -> tuple[list[Event], datetime | None, str |
     return events, sent_at, key
 
 
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo is UTC or not value.utcoffset() else value.astimezone(UTC)
-
-
-def encode_row(
-    event: Event, sent_at: datetime | None, corrected: datetime, server_columns: bytes
-) -> bytes:
-    """Return the raw row: the event's fields, ``occurred_at_corrected`` and ``server_columns``.
-
-    ``server_columns`` is the rest of the JSON object: a comma, the members and the closing
-    brace. ``sent_at`` is the event's or else the batch's. The struct's ``occurred_at`` and
-    ``sent_at`` are set to their UTC values, which are written with a ``Z``. Raises
-    OverflowError when a UTC offset moves a time out of years 1-9999.
-    """
-    event.occurred_at = _utc(event.occurred_at)
-    event.sent_at = _utc(sent_at) if sent_at is not None else None
-    client = memoryview(_ENCODER.encode(event))[:-1]
-    corrected_text = _ENCODER.encode(_utc(corrected))
-    return b"".join((client, b',"occurred_at_corrected":', corrected_text, server_columns))
-
-
 def encode_rows(
     events: list[tuple[int, Event]],
     batch_sent_at: datetime | None,
@@ -279,7 +258,9 @@ def encode_rows(
 ) -> list[bytes | None]:
     """Return the raw row of each event, or None where its time needs checking.
 
-    Does the work of ``collector.enrich.row_json`` for many events in one loop. An event
+    A row is the event's fields with its times in UTC, ``occurred_at_corrected`` and
+    ``server_columns``: a comma, the server's members and the closing brace. The structs'
+    ``occurred_at`` and ``sent_at`` are set to the row's values. An event
     whose corrected time falls outside ``earliest`` to ``latest``, or leaves years 1-9999,
     gets None: ``row_json`` then raises the TimeRangeError that names the reason.
     """
