@@ -1214,10 +1214,10 @@ def format_rounds(rounds: dict[tuple[str, int], list[Measurement]]) -> str:
 
 
 def _ratio_text(ratios: list[float], unit: str = "") -> str:
-    each = ", ".join(f"{ratio:.2f}{unit}" for ratio in ratios)
+    values = ", ".join(f"{ratio:.2f}{unit}" for ratio in ratios)
     if len(ratios) == 1:
-        return each
-    return f"{_median(ratios):.2f}{unit} (median of rounds: {each})"
+        return values
+    return f"{_median(ratios):.2f}{unit} (median of rounds: {values})"
 
 
 def check_goals(
@@ -1239,10 +1239,10 @@ def check_goals(
     ]
     if local_events:
         median = _median(local_events)
-        each = ", ".join(f"{rate:,.0f}" for rate in local_events)
+        values = ", ".join(f"{rate:,.0f}" for rate in local_events)
         goals.append(
             f"20 events/request, local sink ≥ {GOAL_LOCAL_EVENTS_PER_SECOND:,} events/s: "
-            f"{median:,.0f} (rounds: {each}) — "
+            f"{median:,.0f} (rounds: {values}) — "
             f"{'met' if median >= GOAL_LOCAL_EVENTS_PER_SECOND else 'not met'}"
         )
     ratios = round_ratios(rounds, ("collector-pubsub", 20, True), ("obvious-pubsub", 20, True))

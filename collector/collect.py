@@ -225,25 +225,25 @@ class CollectHandler:
         privacy = False
         for name, value in scope["headers"]:
             # One dict lookup skips the headers that the collector does not read.
-            wanted = _READ_HEADERS.get(name)
-            if wanted is None:
+            kind = _READ_HEADERS.get(name)
+            if kind is None:
                 continue
-            if wanted == _CONTENT_TYPE:
+            if kind == _CONTENT_TYPE:
                 content_type = value.split(b";", 1)[0].strip().lower()
-            elif wanted == _CONTENT_LENGTH:
+            elif kind == _CONTENT_LENGTH:
                 try:
                     content_length = int(value)
                 except ValueError:
                     raise Refusal(400, "Content-Length is not a number", "bad_header") from None
-            elif wanted == _API_KEY:
+            elif kind == _API_KEY:
                 header_key = value
-            elif wanted == _USER_AGENT:
+            elif kind == _USER_AGENT:
                 user_agent = value
-            elif wanted == _ORIGIN:
+            elif kind == _ORIGIN:
                 origin = value
-            elif wanted == _CONTENT_ENCODING:
+            elif kind == _CONTENT_ENCODING:
                 encoding = value.strip().lower()
-            elif wanted == _FORWARDED_FOR:
+            elif kind == _FORWARDED_FOR:
                 forwarded_for = value if forwarded_for is None else forwarded_for + b"," + value
             elif value.strip() == b"1":  # Sec-GPC or DNT
                 privacy = True

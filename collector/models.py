@@ -75,7 +75,7 @@ def chapter_range_error(properties: Any) -> PydanticCustomError | None:
 
 
 def envelope_error(event: Any) -> PydanticCustomError | None:
-    """An identity, a session where the kind needs one, and content of the kind's types."""
+    """Check for an identity, a session where the kind needs one, and content of its types."""
     if event.user_id is None and event.anonymous_id is None:
         return PydanticCustomError(
             "missing_identity", "user_id or anonymous_id is required", {"field": "user_id"}

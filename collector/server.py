@@ -91,13 +91,13 @@ class _OneWriteCycle(RequestResponseCycle):
     async def send(self, message: Any) -> None:
         if message["type"] == "http.response.start" and not self.response_started:
             transport = self.transport
-            held = _HeldWrites()
-            self.transport = held  # type: ignore[assignment]
+            head_writes = _HeldWrites()
+            self.transport = head_writes  # type: ignore[assignment]
             try:
                 await super().send(message)
             finally:
                 self.transport = transport
-            self._head = held.data
+            self._head = head_writes.data
             return
         head = self._head
         if head is None:
