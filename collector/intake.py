@@ -95,12 +95,12 @@ def parse_body(body: bytes, max_events: int, max_event_bytes: int) -> ParsedBody
                 count=len(decoded),
             )
     large = len(body) > max_event_bytes
+    if large and start == 0x7B and b'"events"' not in body:
+        raise BodyError(413, f"the event is larger than {max_event_bytes} bytes")
     if b'"amount"' in body:
         body = exact_amounts(body)
     if large:
         # A large array or batch takes the slow path, which measures every event.
-        if start == 0x7B and b'"events"' not in body:
-            raise BodyError(413, f"the event is larger than {max_event_bytes} bytes")
         return _parse_slow(body, max_events, max_event_bytes)
     if start == 0x5B:  # "["
         try:
@@ -136,7 +136,14 @@ def parse_body(body: bytes, max_events: int, max_event_bytes: int) -> ParsedBody
 
 # An "amount" member whose value is a JSON number. Inside a JSON string a quote is escaped,
 # so a quoted word followed by a colon is always a key.
-_AMOUNT_NUMBER = re.compile(rb'("amount"\s*:\s*)(-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)')
+# The number must be valid JSON (no leading zeros) and end where the pattern ends. A number
+# with an exponent of more than 4 digits is left to the parsers as it is.
+_AMOUNT_NUMBER = re.compile(
+    rb'("amount"\s*:\s*)(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]{1,4})?)(?![0-9.eE+-])'
+)
+# Largest power of ten, either way, of an amount that is turned into a decimal string. NUMERIC
+# holds 29 integer and 9 fractional digits, so anything further out is rejected either way.
+MAX_AMOUNT_SCALE = 40
 # Significant digits that every JSON number keeps when read as a 64-bit float.
 FLOAT_EXACT_DIGITS = 15
 
@@ -148,19 +155,24 @@ def exact_amounts(body: bytes) -> bytes:
     would be stored as 10000000000. orjson does the same with integers beyond 64 bits, which
     matters when the slow path cannot reparse a body nested past 200 levels. The same value
     as a decimal string is read exactly.
+
+    NOTE: a key spelled with escapes, such as "\\u0061mount", is not recognised, so its long
+    number still goes through a float.
     """
     return _AMOUNT_NUMBER.sub(_amount_text, body)
 
 
 def _amount_text(match: re.Match[bytes]) -> bytes:
     number = match.group(2)
-    mantissa, _, exponent = number.lower().partition(b"e")
+    mantissa = number.lower().partition(b"e")[0]
     digits = mantissa.lstrip(b"-").replace(b".", b"").lstrip(b"0")
-    if len(digits) <= FLOAT_EXACT_DIGITS or (exponent and abs(int(exponent)) > 40):
-        # Exact as a float already, or far outside NUMERIC, which the models reject anyway.
+    if len(digits) <= FLOAT_EXACT_DIGITS:
         return match.group(0)
-    text = format(Decimal(number.decode("ascii")), "f")
-    return match.group(1) + b'"' + text.encode("ascii") + b'"'
+    value = Decimal(number.decode("ascii"))
+    if abs(value.adjusted()) > MAX_AMOUNT_SCALE:
+        # Far outside NUMERIC, which the models reject, and a long text to write out.
+        return match.group(0)
+    return match.group(1) + b'"' + format(value, "f").encode("ascii") + b'"'
 
 
 def _first_byte(body: bytes) -> int:

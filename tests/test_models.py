@@ -381,3 +381,41 @@ def test_exact_amounts_leaves_short_numbers_and_strings() -> None:
     body = b'{"amount": 12.5, "x": "\\"amount\\": 1234567890123456789", "amount":1e999}'
     assert exact_amounts(body) == body
     assert exact_amounts(b'{"amount" : 1234567890.1234567}') == b'{"amount" : "1234567890.1234567"}'
+
+
+def _purchase_with(amount: bytes) -> bytes:
+    return orjson.dumps(make_event("purchase")).replace(b'"amount":"9.99"', b'"amount":' + amount)
+
+
+@pytest.mark.parametrize(
+    "amount",
+    [
+        b"1234567890123456789e" + b"0" * 5000 + b"1",
+        b"12345678901234567890e99999",
+        b"0012345678901234567",
+    ],
+)
+def test_malformed_long_amounts_are_not_500s(amount: bytes) -> None:
+    body = _purchase_with(amount)
+    try:
+        parsed = parse_body(body, max_events=500, max_event_bytes=32 * 1024)
+    except BodyError as error:
+        assert error.status == 400
+    else:
+        # An exponent of 5,000 digits is valid JSON; it is read as a float, not refused.
+        assert parsed.count == 1
+
+
+@pytest.mark.parametrize(
+    "amount",
+    [
+        b"1234567890123456789" + b"0" * 41 + b"e-41",
+        b"0." + b"0" * 40 + b"1234567890123456789e58",
+    ],
+)
+def test_exponents_that_cancel_stay_exact(amount: bytes) -> None:
+    from decimal import Decimal
+
+    parsed = parse_body(_purchase_with(amount), max_events=500, max_event_bytes=32 * 1024)
+    assert parsed.rejected == []
+    assert parsed.events[0][1].properties.amount == Decimal(amount.decode())
