@@ -150,7 +150,9 @@ def test_broken_event_names_its_field(data: st.DataObject) -> None:
     position = data.draw(st.integers(0, len(neighbours)))
     items = [*neighbours[:position], broken.event, *neighbours[position:]]
     document: Any = items if len(items) > 1 or data.draw(st.booleans()) else broken.event
-    parsed = parse(data.draw(encode_body(document)))
+    # A lone event written with \u escapes can pass the event size limit and get 413.
+    limit = MAX_EVENT_BYTES if document is broken.event else None
+    parsed = parse(data.draw(encode_body(document, limit)))
 
     assert [item.index for item in parsed.rejected] == [position], broken.rule
     rejection = parsed.rejected[0]
